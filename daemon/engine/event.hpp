@@ -1,0 +1,58 @@
+// An event in an instance's history: one state transition, journaled before it is acted on.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "engine/time.hpp"
+
+namespace saga {
+
+using json = nlohmann::json;
+
+enum class EventType {
+  instance_started,             // workflow, version, input, deadline, uid
+  step_started,                 // step, attempt
+  step_succeeded,               // step, attempt, output
+  step_failed,                  // step, attempt, error, retry_at (set: a retry is scheduled)
+  step_interrupted,             // step, attempt: running when sagad stopped; not counted
+  compensation_started,         // step, attempt
+  compensation_succeeded,       // step, attempt
+  compensation_failed,          // step, attempt, error, retry_at
+  compensation_interrupted,     // step, attempt
+  instance_compensating,        // cause, reason, uid
+  instance_completed,           //
+  instance_compensated,         //
+  instance_failed,              // step, error
+  instance_compensation_failed,  // step, error
+  instance_retried,             // step (the --from step, or empty), input (when replaced), uid
+};
+
+std::string_view to_string(EventType t);
+std::optional<EventType> parse_event_type(std::string_view s);
+
+struct Event {
+  uint64_t seq = 0;
+  TimePoint at{};
+  EventType type = EventType::instance_started;
+  std::string step;
+  uint32_t attempt = 0;
+  json output;  // step_succeeded
+  std::string error;
+  std::optional<TimePoint> retry_at;
+  std::string cause;
+  std::string reason;
+  json input;  // instance_started, instance_retried (null: unchanged)
+  std::string workflow, version;
+  std::optional<TimePoint> deadline;
+  std::optional<uint32_t> uid;
+};
+
+// The history shape: {"seq", "at", "type", ...} with only the fields the type uses.
+json event_to_json(const Event& e);
+Event event_from_json(const json& j);  // throws nlohmann::json::exception when malformed
+
+}  // namespace saga

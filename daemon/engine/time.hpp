@@ -1,0 +1,31 @@
+// Time as the engine sees it: wall-clock milliseconds, passed in by the caller (the core never
+// reads a clock).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace saga {
+
+using Millis = std::chrono::milliseconds;
+using TimePoint = std::chrono::time_point<std::chrono::system_clock, Millis>;
+
+inline TimePoint now_ms() {
+  return std::chrono::time_point_cast<Millis>(std::chrono::system_clock::now());
+}
+inline int64_t to_unix_ms(TimePoint t) { return t.time_since_epoch().count(); }
+inline TimePoint from_unix_ms(int64_t ms) { return TimePoint(Millis(ms)); }
+
+// RFC 3339 UTC with milliseconds: 2026-11-23T10:00:00.123Z.
+std::string format_rfc3339(TimePoint t);
+std::optional<TimePoint> parse_rfc3339(std::string_view text);
+
+// "250ms", "10s", "5m", "1h30m", "2d": a number and a unit, combinable. nullopt if malformed.
+std::optional<Millis> parse_duration(std::string_view text);
+// The shortest such text for a duration ("1h30m", "250ms", "0s").
+std::string format_duration(Millis d);
+
+}  // namespace saga

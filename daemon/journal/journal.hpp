@@ -1,0 +1,76 @@
+// The journal: where every transition is made durable before the engine acts on it.
+//
+// A narrow interface so that another backend (replicated, shared) can replace the embedded
+// RocksDB one without touching the core. Records are opaque JSON texts made by the caller.
+// Not thread-safe unless a method says so: the daemon calls commit() from its writer thread and
+// the rest from the loop thread, which the RocksDB implementation allows.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/error.hpp"
+#include "engine/time.hpp"
+
+namespace saga {
+
+// One instance's share of a commit: its new events and its new current state.
+struct InstanceWrite {
+  std::string id;
+  std::string workflow;
+  TimePoint created_at{};
+  bool created = false;  // first write of this instance: index it for list()
+  std::vector<std::pair<uint64_t, std::string>> events;  // seq, event JSON
+  std::string state;                                     // the instance JSON (DESIGN §7 shape)
+  bool terminal = false;                                 // no longer needs recovery
+};
+
+struct CommitBatch {
+  std::vector<InstanceWrite> instances;
+  std::vector<std::pair<std::string, std::string>> definitions;  // version, YAML source
+};
+
+struct ListFilter {
+  std::optional<std::string> state;
+  std::optional<std::string> workflow;
+  uint32_t limit = 50;
+  std::optional<std::string> cursor;  // from a previous page's next_cursor
+};
+
+struct ListPage {
+  std::vector<std::string> states;  // instance JSON texts, newest first
+  std::optional<std::string> next_cursor;
+};
+
+class Journal {
+ public:
+  virtual ~Journal() = default;
+
+  // Writes the whole batch atomically; durable (fsynced) when the journal was opened with sync
+  // durability. Safe to call from one writer thread while the loop thread reads.
+  virtual Result<void> commit(const CommitBatch& batch) = 0;
+
+  // The current state JSON of an instance, or nullopt.
+  virtual Result<std::optional<std::string>> load_state(const std::string& id) = 0;
+  // Every event JSON of an instance, in seq order.
+  virtual Result<std::vector<std::string>> load_history(const std::string& id) = 0;
+  // Calls `fn(id, state JSON)` for every instance not yet terminal.
+  virtual Result<void> scan_active(
+      const std::function<void(const std::string& id, const std::string& state)>& fn) = 0;
+  virtual Result<ListPage> list(const ListFilter& filter) = 0;
+  virtual Result<std::optional<std::string>> load_definition(const std::string& version) = 0;
+  // Deletes an instance with its history and index entries.
+  virtual Result<void> remove(const std::string& id) = 0;
+};
+
+enum class Durability { sync, async };
+
+// Opens (creating when missing) the RocksDB journal in `dir`. Refuses a journal whose format
+// version it does not know, with a message naming both versions.
+Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Durability durability);
+
+}  // namespace saga
