@@ -1,0 +1,64 @@
+// The control protocol (DESIGN §7): JSON-RPC 2.0, one JSON object per line, both ways.
+// Shared by the daemon's control server and sagactl.
+#pragma once
+
+#include <cstddef>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/error.hpp"
+
+namespace saga::rpc {
+
+using json = nlohmann::json;
+
+inline constexpr size_t kMaxRequestBytes = 1 << 20;
+
+// JSON-RPC 2.0 error codes, and ours in the implementation-defined range.
+inline constexpr int kParseError = -32700;
+inline constexpr int kInvalidRequest = -32600;
+inline constexpr int kMethodNotFound = -32601;
+inline constexpr int kInvalidParams = -32602;
+inline constexpr int kInternalError = -32603;
+inline constexpr int kNotFound = -32001;
+inline constexpr int kFailedPrecondition = -32002;
+inline constexpr int kUnavailable = -32003;
+inline constexpr int kAlreadyExists = -32004;
+
+int error_code_for(ErrorCode code);
+ErrorCode error_code_from(int rpc_code);
+
+// Splits a byte stream into lines. A line longer than `max_line` is an overflow: the caller
+// answers -32600 and closes the connection.
+class LineBuffer {
+ public:
+  explicit LineBuffer(size_t max_line = kMaxRequestBytes) : max_line_(max_line) {}
+
+  // Appends `data` and moves every complete line (without its '\n', '\r' stripped) into
+  // `lines`. Returns false once the unfinished line exceeds max_line.
+  bool feed(std::string_view data, std::vector<std::string>& lines);
+
+ private:
+  size_t max_line_;
+  std::string pending_;
+};
+
+json make_request(const json& id, std::string_view method, json params);
+json make_notification(std::string_view method, json params);
+json make_result(const json& id, json result);
+json make_error(const json& id, int code, std::string_view message);
+
+// A request as the server sees it after checking its shape.
+struct Request {
+  json id;  // null for a notification
+  std::string method;
+  json params;  // object (empty when absent)
+};
+
+// Checks the JSON-RPC shape of a parsed message; an error is (code, message) to send back.
+std::optional<Request> parse_request(const json& message, int& error_code, std::string& error);
+
+}  // namespace saga::rpc

@@ -1,0 +1,43 @@
+// Loading and validating workflow definitions (DESIGN §3).
+//
+// Every validation error reads `FILE:LINE:COLUMN: sentence` with 1-based line and column.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/definition.hpp"
+#include "engine/error.hpp"
+
+namespace saga {
+
+// What the loader needs to know of a step type to validate `uses:` and `with:`.
+struct StepSchema {
+  struct Param {
+    std::string name;
+    std::string type;  // any, string, integer, number, boolean, array, object
+    bool required = false;
+  };
+  std::vector<Param> params;
+  bool accepts_any_params = false;
+  bool can_compensate = false;
+};
+
+// Looks up a step type by name; nullopt: unknown. When the loader is given no lookup, `uses`
+// and `with` are checked for shape only.
+using StepSchemaLookup = std::function<std::optional<StepSchema>(const std::string& uses)>;
+
+// Parses and validates one workflow. `file` is used in messages and stored in the definition.
+// The version is a hash of `source`. Returns every problem found, each a full message.
+Result<Definition> load_workflow(const std::string& source, const std::string& file,
+                                 const StepSchemaLookup& lookup);
+
+// Reads the file, then load_workflow(). A file that cannot be read is one error.
+Result<Definition> load_workflow_file(const std::string& path, const StepSchemaLookup& lookup);
+
+// The content hash used as a definition's version: 16 lowercase hex digits.
+std::string definition_version(const std::string& source);
+
+}  // namespace saga

@@ -1,0 +1,43 @@
+// ${{ ... }} templates in `with:` parameters (DESIGN §3): path lookups only, no code.
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/error.hpp"
+
+namespace saga {
+
+// What templates can see. `steps` is {"NAME": {"output": ...}} for succeeded steps; `secrets`
+// resolves ${{ secrets.NAME }} (nullopt: no such secret).
+struct TemplateScope {
+  const nlohmann::json* input = nullptr;
+  const nlohmann::json* steps = nullptr;
+  std::string instance_id;
+  std::string workflow;
+  std::function<std::optional<std::string>(const std::string& name)> secret;
+};
+
+struct Rendered {
+  nlohmann::json value;
+  bool used_secret = false;  // the value holds a secret: never journal or log it
+};
+
+// Renders every string in `value`. A string that is exactly one template keeps the JSON type of
+// what it names; other strings get each template's value stringified. A path that does not
+// exist is an error naming it (a permanent failure of the attempt).
+Result<Rendered> render_templates(const nlohmann::json& value, const TemplateScope& scope);
+
+// One template reference found in a value, for validation at load time.
+struct TemplateRef {
+  std::string expression;  // "steps.reserve.output.id"
+  std::vector<std::string> path;  // {"steps", "reserve", "output", "id"}
+};
+
+// Every template in every string of `value`; malformed templates are an error naming them.
+Result<std::vector<TemplateRef>> find_templates(const nlohmann::json& value);
+
+}  // namespace saga
