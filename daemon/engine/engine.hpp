@@ -82,7 +82,10 @@ Result<Transition> retry(const Definition& def, Instance& inst, std::optional<st
 Transition recover(const Definition& def, Instance& inst, TimePoint now);
 
 // Rebuilds an instance from its full history.
-Instance replay(const Definition& def, const std::vector<Event>& history);
+Instance replay(const Definition& def, std::string id, const std::vector<Event>& history);
+
+// Every step that depends on `step`, directly or through others, and `step` itself.
+std::vector<uint32_t> downstream_of(const Definition& def, uint32_t step);
 
 // The delay before attempt `attempt` + 1 after `attempt` failed (1-based), with deterministic
 // jitter derived from `seed`.

@@ -1,0 +1,923 @@
+#include "daemon.hpp"
+
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <unordered_map>
+
+#include "control/control_server.hpp"
+#include "engine/engine.hpp"
+#include "executor/executor.hpp"
+#include "executor/loop_queue.hpp"
+#include "journal/journal_writer.hpp"
+#include "plugin_host/plugin_registry.hpp"
+#include "workflow/registry.hpp"
+#include "workflow/template.hpp"
+
+#ifndef SAGA_VERSION
+#define SAGA_VERSION "0.0.0"
+#endif
+
+namespace saga {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using Conn = std::weak_ptr<ControlServer::Connection>;
+
+enum class TimerKind { retry, deadline, attempt_timeout, stop_grace };
+
+struct TimerEntry {
+  std::string id;
+  TimerKind kind = TimerKind::retry;
+  uint32_t step = 0;
+  Phase phase = Phase::run;
+  uint32_t attempt = 0;
+};
+
+using Timers = std::multimap<TimePoint, TimerEntry>;
+
+struct RunningAttempt {
+  uint32_t step = 0;
+  Phase phase = Phase::run;
+  uint32_t attempt = 0;
+  std::shared_ptr<std::atomic<bool>> cancel;
+  std::optional<Timers::iterator> timeout;
+};
+
+struct Waiter {
+  Conn conn;
+  json id;
+};
+
+// An instance that is not yet terminal, as the loop thread keeps it.
+struct Live {
+  DefinitionPtr def;
+  Instance inst;
+  std::vector<RunningAttempt> running;
+  std::vector<Waiter> waiters;  // `start --wait` callers
+  std::optional<Timers::iterator> deadline;
+};
+
+StepSchema schema_of(const StepTypeInfo& info) {
+  StepSchema schema;
+  for (const auto& p : info.params) {
+    static constexpr const char* kTypes[] = {"any",     "string", "integer", "number",
+                                             "boolean", "array",  "object"};
+    auto t = static_cast<size_t>(p.type);
+    schema.params.push_back({p.name, t < std::size(kTypes) ? kTypes[t] : "any", p.required});
+  }
+  schema.accepts_any_params = info.accepts_any_params;
+  schema.can_compensate = info.can_compensate;
+  return schema;
+}
+
+std::optional<std::string> read_secret(const std::string& dir, const std::string& name) {
+  if (dir.empty() || name.find('/') != std::string::npos || name.starts_with('.')) {
+    return std::nullopt;
+  }
+  std::ifstream in(fs::path(dir) / name, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream text;
+  text << in.rdbuf();
+  std::string value = text.str();
+  while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) value.pop_back();
+  return value;
+}
+
+class Daemon {
+ public:
+  explicit Daemon(const Config& config) : config_(config) {}
+  int run();
+
+ private:
+  // Start-up.
+  Result<void> open();
+  void load_plugins();
+  void reload_workflows();
+  void recover_instances();
+
+  // Transitions.
+  void commit(Live& live, Transition&& t, bool created, std::function<void()> after = nullptr);
+  void on_durable(const std::string& id, const std::vector<Action>& actions, bool settled,
+                  const std::string& state);
+  void perform(Live& live, const Action& action);
+  void dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt);
+  void on_attempt_done(const std::string& id, const AttemptResult& result);
+  void on_journal_failure(const Error& error);
+  Live* find_live(const std::string& id);
+
+  // Timers.
+  Timers::iterator add_timer(TimePoint at, TimerEntry entry);
+  void rearm_timer();
+  void on_timer_fired();
+  void handle_timer(const TimerEntry& entry, TimePoint now);
+
+  // Control.
+  void on_call(ControlServer::Call call);
+  void handle_start(ControlServer::Call& call);
+  void handle_inspect(ControlServer::Call& call);
+  void handle_list(ControlServer::Call& call);
+  void handle_retry_or_cancel(ControlServer::Call& call, bool is_retry);
+  json workflows_json() const;
+  json plugins_json() const;
+  Result<json> stored_instance(const std::string& id, bool history);
+  std::string new_instance_id();
+
+  // Shutdown.
+  void begin_drain(const char* why);
+  void finish_drain();
+
+  const Config& config_;
+  uv_loop_t loop_{};
+  std::unique_ptr<Journal> journal_;
+  std::unique_ptr<LoopQueue> loop_queue_;
+  std::unique_ptr<JournalWriter> writer_;
+  std::unique_ptr<Executor> executor_;
+  std::unique_ptr<ControlServer> server_;
+  PluginRegistry plugins_;
+  std::unique_ptr<WorkflowRegistry> workflows_;
+  std::unordered_map<std::string, std::unique_ptr<Live>> live_;
+  Timers timers_;
+  uv_timer_t* timer_ = nullptr;
+  uv_timer_t* drain_timer_ = nullptr;
+  uv_timer_t* debounce_ = nullptr;
+  uv_fs_event_t* watcher_ = nullptr;
+  std::vector<uv_signal_t*> signals_;
+  bool draining_ = false;
+  bool journal_failed_ = false;
+  TimePoint drain_deadline_{};
+  TimePoint started_at_ = now_ms();
+  std::string secrets_dir_;
+  uint64_t id_counter_ = std::random_device{}();
+};
+
+template <class Handle>
+void close_handle(Handle*& h) {
+  if (!h) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* p) { delete reinterpret_cast<Handle*>(p); });
+  h = nullptr;
+}
+
+Result<void> Daemon::open() {
+  std::error_code ec;
+  fs::create_directories(config_.state_dir, ec);
+  if (ec) {
+    return make_error(ErrorCode::unavailable, "cannot create state directory " +
+                                                  config_.state_dir + ": " + ec.message());
+  }
+  auto journal = open_rocksdb_journal((fs::path(config_.state_dir) / "journal").string(),
+                                      config_.durability);
+  if (!journal) return std::unexpected(journal.error());
+  journal_ = std::move(*journal);
+  secrets_dir_ = config_.secrets_dir;
+  if (secrets_dir_.empty()) {
+    if (const char* creds = std::getenv("CREDENTIALS_DIRECTORY")) secrets_dir_ = creds;
+  }
+  return {};
+}
+
+void Daemon::load_plugins() {
+  for (const auto& dir : config_.plugin_dirs) {
+    for (const auto& error : plugins_.load_directory(dir)) spdlog::error("{}", error.message);
+  }
+  for (const auto& p : plugins_.plugins()) {
+    spdlog::info("plugin {} {} from {}: {} step types", p.name, p.version, p.file,
+                 p.step_types.size());
+  }
+}
+
+void Daemon::reload_workflows() {
+  auto fresh = workflows_->reload(config_.workflows_dir);
+  for (const auto& def : fresh) {
+    writer_->submit_definition(def->version, def->source);
+    spdlog::info("workflow {} version {} loaded from {}", def->name, def->version, def->file);
+  }
+  for (const auto& e : workflows_->errors()) spdlog::error("{}", e.error);
+}
+
+void Daemon::recover_instances() {
+  auto started = std::chrono::steady_clock::now();
+  std::vector<std::pair<std::string, std::string>> active;
+  auto scanned = journal_->scan_active(
+      [&](const std::string& id, const std::string& state) { active.emplace_back(id, state); });
+  if (!scanned) {
+    spdlog::critical("recovery: {}", scanned.error().message);
+    std::exit(1);
+  }
+  size_t resumed = 0;
+  for (const auto& [id, state_text] : active) {
+    json state = json::parse(state_text, nullptr, false);
+    if (state.is_discarded() || !state.contains("version")) {
+      spdlog::error("recovery: instance {} has an unreadable state record; left as it is", id);
+      continue;
+    }
+    std::string version = state["version"].get<std::string>();
+    DefinitionPtr def = workflows_->find_version(version);
+    if (!def) {
+      auto source = journal_->load_definition(version);
+      if (source && *source) def = workflows_->adopt(**source, version);
+    }
+    if (!def) {
+      spdlog::error("recovery: instance {} is pinned to workflow version {}, which is not in the "
+                    "journal; it cannot resume",
+                    id, version);
+      continue;
+    }
+    auto history = journal_->load_history(id);
+    if (!history) {
+      spdlog::error("recovery: instance {}: {}", id, history.error().message);
+      continue;
+    }
+    std::vector<Event> events;
+    events.reserve(history->size());
+    try {
+      for (const auto& text : *history) events.push_back(event_from_json(json::parse(text)));
+    } catch (const std::exception& e) {
+      spdlog::error("recovery: instance {} has an unreadable history ({}); left as it is", id,
+                    e.what());
+      continue;
+    }
+    auto live = std::make_unique<Live>();
+    live->def = def;
+    live->inst = replay(*def, id, events);
+    Live& ref = *live;
+    live_[id] = std::move(live);
+    commit(ref, recover(*def, ref.inst, now_ms()), false);
+    ++resumed;
+  }
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - started)
+                .count();
+  spdlog::info("recovery: resumed {} instances in {} ms", resumed, ms);
+}
+
+Live* Daemon::find_live(const std::string& id) {
+  auto it = live_.find(id);
+  return it == live_.end() ? nullptr : it->second.get();
+}
+
+void Daemon::commit(Live& live, Transition&& t, bool created, std::function<void()> after) {
+  const std::string id = live.inst.id;
+  if (t.events.empty()) {
+    if (after) after();
+    for (const auto& a : t.actions) perform(live, a);
+    return;
+  }
+  InstanceWrite w;
+  w.id = id;
+  w.workflow = live.inst.workflow;
+  w.created_at = live.inst.created_at;
+  w.created = created;
+  w.events.reserve(t.events.size());
+  for (const auto& e : t.events) w.events.emplace_back(e.seq, event_to_json(e).dump());
+  w.state = instance_to_json(*live.def, live.inst).dump();
+  w.terminal = is_terminal(live.inst.state);
+  const bool settled = is_settled(live.inst.state);
+  std::string state = settled ? w.state : std::string();
+  writer_->submit(std::move(w), [this, id, actions = std::move(t.actions), settled,
+                                 state = std::move(state), after = std::move(after)] {
+    if (after) after();
+    on_durable(id, actions, settled, state);
+  });
+}
+
+void Daemon::on_durable(const std::string& id, const std::vector<Action>& actions, bool settled,
+                        const std::string& state) {
+  Live* live = find_live(id);
+  if (!live) return;
+  for (const auto& a : actions) perform(*live, a);
+  if (!settled) return;
+  json instance = json::parse(state);
+  for (auto& w : live->waiters) {
+    ControlServer::reply(w.conn, w.id, {{"id", id}, {"existing", false}, {"instance", instance}});
+  }
+  live->waiters.clear();
+  if (is_terminal(live->inst.state) && live->running.empty()) {
+    if (live->deadline) timers_.erase(*live->deadline);
+    live_.erase(id);
+    rearm_timer();
+  }
+}
+
+void Daemon::perform(Live& live, const Action& a) {
+  switch (a.kind) {
+    case Action::Kind::run_attempt:
+      dispatch(live, a.step, a.phase, a.attempt);
+      break;
+    case Action::Kind::arm_timer:
+      add_timer(a.at, {live.inst.id, TimerKind::retry, a.step, a.phase, a.attempt});
+      break;
+    case Action::Kind::arm_deadline:
+      if (live.deadline) timers_.erase(*live.deadline);
+      live.deadline = add_timer(a.at, {live.inst.id, TimerKind::deadline, 0, Phase::run, 0});
+      break;
+    case Action::Kind::stop_attempts:
+      for (auto& r : live.running) r.cancel->store(true);
+      if (!live.running.empty()) {
+        add_timer(now_ms() + config_.grace, {live.inst.id, TimerKind::stop_grace, 0, Phase::run, 0});
+      }
+      break;
+  }
+}
+
+void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) {
+  // While draining, attempts that the journal says started are left for the restart to re-run.
+  if (draining_) return;
+  const Definition& def = *live.def;
+  const StepDef& sd = def.steps[step];
+  const Invocation& inv = phase == Phase::run ? sd.run : *sd.compensate;
+  const std::string& id = live.inst.id;
+  auto fail_now = [&](std::string error) {
+    loop_queue_->post([this, id, r = AttemptResult{step, phase, attempt, Outcome::fail, nullptr,
+                                                   std::move(error)}] { on_attempt_done(id, r); });
+  };
+  const StepTypeInfo* type = plugins_.find(inv.uses);
+  if (!type) {
+    fail_now("step type " + inv.uses + " is not loaded; add the plugin that provides it to a " +
+             "--plugins directory");
+    return;
+  }
+  json steps = json::object();
+  for (uint32_t i = 0; i < live.inst.steps.size(); ++i) {
+    if (!live.inst.steps[i].output.is_null()) {
+      steps[def.steps[i].name] = {{"output", live.inst.steps[i].output}};
+    }
+  }
+  TemplateScope scope;
+  scope.input = &live.inst.input;
+  scope.steps = &steps;
+  scope.instance_id = id;
+  scope.workflow = def.name;
+  scope.secret = [this](const std::string& name) { return read_secret(secrets_dir_, name); };
+  auto rendered = render_templates(inv.with, scope);
+  if (!rendered) {
+    fail_now(rendered.error().message);
+    return;
+  }
+  auto request = std::make_shared<AttemptRequest>();
+  request->instance_id = id;
+  request->workflow = def.name;
+  request->step = sd.name;
+  request->idempotency_key = id + "/" + sd.name;
+  request->attempt = attempt;
+  request->phase = phase == Phase::run ? SAGA_PHASE_RUN : SAGA_PHASE_COMPENSATE;
+  request->params_json = rendered->value.dump();
+  request->input_json = live.inst.input.dump();
+  request->steps_json = steps.dump();
+
+  RunningAttempt running{step, phase, attempt, std::make_shared<std::atomic<bool>>(false), {}};
+  if (sd.timeout) {
+    TimePoint deadline = now_ms() + *sd.timeout;
+    request->deadline_unix_ms = to_unix_ms(deadline);
+    running.timeout = add_timer(deadline, {id, TimerKind::attempt_timeout, step, phase, attempt});
+  }
+  auto cancel = running.cancel;
+  live.running.push_back(std::move(running));
+  executor_->submit([this, type, request, cancel, id, step, phase, attempt]() {
+    std::string prefix = fmt::format("{} {}: ", id, request->step);
+    AttemptReply reply = PluginRegistry::invoke(
+        *type, *request, *cancel, [&prefix](uint32_t level, std::string_view message) {
+          auto lvl = level >= SAGA_LOG_ERROR  ? spdlog::level::err
+                     : level == SAGA_LOG_WARN ? spdlog::level::warn
+                     : level == SAGA_LOG_INFO ? spdlog::level::info
+                                              : spdlog::level::debug;
+          spdlog::log(lvl, "{}{}", prefix, message);
+        });
+    return std::function<void()>([this, id, step, phase, attempt, reply = std::move(reply)] {
+      AttemptResult r{step, phase, attempt, Outcome::retry, nullptr, {}};
+      switch (reply.outcome) {
+        case SAGA_OUTCOME_OK: {
+          r.outcome = Outcome::ok;
+          r.output = json::parse(reply.data, nullptr, false);
+          if (r.output.is_discarded()) {
+            r.outcome = Outcome::retry;
+            r.output = nullptr;
+            r.error = "the step type returned an output that is not JSON";
+          }
+          break;
+        }
+        case SAGA_OUTCOME_FAIL:
+          r.outcome = Outcome::fail;
+          r.error = reply.data;
+          break;
+        default:
+          r.error = reply.data;
+          break;
+      }
+      on_attempt_done(id, r);
+    });
+  });
+}
+
+void Daemon::on_attempt_done(const std::string& id, const AttemptResult& r) {
+  Live* live = find_live(id);
+  if (!live) return;
+  std::erase_if(live->running, [&](const RunningAttempt& a) {
+    if (a.step != r.step || a.phase != r.phase || a.attempt != r.attempt) return false;
+    if (a.timeout) timers_.erase(*a.timeout);
+    return true;
+  });
+  if (is_terminal(live->inst.state) && live->running.empty()) {
+    // A late result of an abandoned attempt: the instance has ended and can leave memory.
+    if (live->deadline) timers_.erase(*live->deadline);
+    live_.erase(id);
+    return;
+  }
+  if (r.outcome != Outcome::ok) {
+    spdlog::warn("{} {}{} attempt {}: {}", id, live->def->steps[r.step].name,
+                 r.phase == Phase::compensate ? " (compensation)" : "", r.attempt, r.error);
+  }
+  if (journal_failed_) return;
+  commit(*live, on_attempt_result(*live->def, live->inst, r, now_ms()), false);
+}
+
+void Daemon::on_journal_failure(const Error& error) {
+  if (journal_failed_) return;
+  journal_failed_ = true;
+  spdlog::critical("journal write failed: {}. sagad accepts no new work and acts on nothing "
+                   "further; free the disk and restart it: every acknowledged instance resumes",
+                   error.message);
+}
+
+Timers::iterator Daemon::add_timer(TimePoint at, TimerEntry entry) {
+  auto it = timers_.emplace(at, std::move(entry));
+  if (it == timers_.begin()) rearm_timer();
+  return it;
+}
+
+void Daemon::rearm_timer() {
+  if (!timer_) return;
+  if (timers_.empty()) {
+    uv_timer_stop(timer_);
+    return;
+  }
+  auto delay = timers_.begin()->first - now_ms();
+  uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->on_timer_fired(); },
+                 static_cast<uint64_t>(std::max<int64_t>(delay.count(), 0)), 0);
+}
+
+void Daemon::on_timer_fired() {
+  TimePoint now = now_ms();
+  while (!timers_.empty() && timers_.begin()->first <= now) {
+    TimerEntry entry = std::move(timers_.begin()->second);
+    timers_.erase(timers_.begin());
+    handle_timer(entry, now);
+  }
+  rearm_timer();
+}
+
+void Daemon::handle_timer(const TimerEntry& e, TimePoint now) {
+  Live* live = find_live(e.id);
+  if (!live || journal_failed_) return;
+  switch (e.kind) {
+    case TimerKind::retry:
+      commit(*live, on_timer(*live->def, live->inst, e.step, e.phase, now), false);
+      break;
+    case TimerKind::deadline:
+      live->deadline.reset();
+      commit(*live, on_deadline(*live->def, live->inst, now), false);
+      break;
+    case TimerKind::attempt_timeout: {
+      auto it = std::find_if(live->running.begin(), live->running.end(), [&](const auto& a) {
+        return a.step == e.step && a.phase == e.phase && a.attempt == e.attempt;
+      });
+      if (it == live->running.end()) break;
+      it->cancel->store(true);
+      it->timeout.reset();
+      const auto& sd = live->def->steps[e.step];
+      on_attempt_done(e.id, {e.step, e.phase, e.attempt, Outcome::retry, nullptr,
+                             "attempt timed out after " + format_duration(*sd.timeout)});
+      break;
+    }
+    case TimerKind::stop_grace: {
+      auto running = live->running;
+      for (const auto& a : running) {
+        on_attempt_done(e.id, {a.step, a.phase, a.attempt, Outcome::fail, nullptr,
+                               "abandoned: the attempt did not stop within " +
+                                   format_duration(config_.grace) + " of the cancel"});
+      }
+      break;
+    }
+  }
+}
+
+std::string Daemon::new_instance_id() {
+  // Time-ordered: milliseconds first, then a per-process counter that starts at random.
+  return fmt::format("{:011x}-{:08x}", to_unix_ms(now_ms()),
+                     static_cast<uint32_t>(id_counter_++ & 0xffffffffu));
+}
+
+Result<json> Daemon::stored_instance(const std::string& id, bool history) {
+  json instance;
+  if (Live* live = find_live(id)) {
+    instance = instance_to_json(*live->def, live->inst);
+  } else {
+    auto state = journal_->load_state(id);
+    if (!state) return std::unexpected(state.error());
+    if (!*state) return make_error(ErrorCode::not_found, "no instance " + id);
+    instance = json::parse(**state);
+  }
+  if (history) {
+    auto events = journal_->load_history(id);
+    if (!events) return std::unexpected(events.error());
+    json list = json::array();
+    for (const auto& text : *events) list.push_back(json::parse(text));
+    instance["history"] = std::move(list);
+  }
+  return instance;
+}
+
+void reply_error(const ControlServer::Call& call, const Error& error) {
+  ControlServer::reply_error(call.conn, call.id, rpc::error_code_for(error.code), error.message);
+}
+
+void reply_invalid(const ControlServer::Call& call, const std::string& message) {
+  ControlServer::reply_error(call.conn, call.id, rpc::kInvalidParams, message);
+}
+
+std::optional<std::string> string_param(const json& params, const char* key) {
+  auto it = params.find(key);
+  if (it == params.end() || it->is_null()) return std::nullopt;
+  if (!it->is_string()) return std::string("\x01");
+  return it->get<std::string>();
+}
+
+void Daemon::handle_start(ControlServer::Call& call) {
+  const json& p = call.params;
+  auto workflow = string_param(p, "workflow");
+  if (!workflow || *workflow == "\x01") return reply_invalid(call, "start needs \"workflow\", a string");
+  auto id = string_param(p, "id");
+  if (id && (*id == "\x01" || id->empty() || id->size() > 128)) {
+    return reply_invalid(call, "\"id\" must be a non-empty string of at most 128 characters");
+  }
+  json input = p.value("input", json::object());
+  if (!input.is_object()) return reply_invalid(call, "\"input\" must be a JSON object");
+  bool wait = p.value("wait", false);
+
+  if (id) {
+    if (Live* live = find_live(*id)) {
+      if (wait && !is_settled(live->inst.state)) {
+        live->waiters.push_back({call.conn, call.id});
+        return;
+      }
+      json result = {{"id", *id}, {"existing", true}};
+      if (wait) result["instance"] = instance_to_json(*live->def, live->inst);
+      return ControlServer::reply(call.conn, call.id, std::move(result));
+    }
+    auto stored = journal_->load_state(*id);
+    if (!stored) return reply_error(call, stored.error());
+    if (*stored) {
+      json result = {{"id", *id}, {"existing", true}};
+      if (wait) result["instance"] = json::parse(**stored);
+      return ControlServer::reply(call.conn, call.id, std::move(result));
+    }
+  }
+  DefinitionPtr def = workflows_->find(*workflow);
+  if (!def) {
+    return reply_error(call, {ErrorCode::not_found, "no workflow " + *workflow +
+                                                        " (sagactl workflows lists them)"});
+  }
+  std::vector<std::string> missing;
+  for (const auto& key : def->required_input) {
+    if (!input.contains(key)) missing.push_back(key);
+  }
+  if (!missing.empty()) {
+    std::string list;
+    for (const auto& k : missing) list += (list.empty() ? "" : ", ") + k;
+    return reply_invalid(call, "workflow " + def->name + " needs input keys: " + list);
+  }
+  std::string instance_id = id ? *id : new_instance_id();
+  auto owned = std::make_unique<Live>();
+  owned->def = def;
+  Live& live = *owned;
+  live_[instance_id] = std::move(owned);
+  if (wait) live.waiters.push_back({call.conn, call.id});
+  Transition t = start(*def, live.inst, instance_id, std::move(input), call.peer.uid, now_ms());
+  commit(live, std::move(t), true, [conn = call.conn, rid = call.id, instance_id, wait] {
+    if (!wait) ControlServer::reply(conn, rid, {{"id", instance_id}, {"existing", false}});
+  });
+}
+
+void Daemon::handle_inspect(ControlServer::Call& call) {
+  auto id = string_param(call.params, "id");
+  if (!id || *id == "\x01") return reply_invalid(call, "inspect needs \"id\", a string");
+  auto instance = stored_instance(*id, call.params.value("history", false));
+  if (!instance) return reply_error(call, instance.error());
+  ControlServer::reply(call.conn, call.id, std::move(*instance));
+}
+
+void Daemon::handle_list(ControlServer::Call& call) {
+  ListFilter filter;
+  const json& p = call.params;
+  auto state = string_param(p, "state");
+  auto workflow = string_param(p, "workflow");
+  auto cursor = string_param(p, "cursor");
+  if (state == "\x01" || workflow == "\x01" || cursor == "\x01") {
+    return reply_invalid(call, "\"state\", \"workflow\" and \"cursor\" must be strings");
+  }
+  if (state && !parse_instance_state(*state)) {
+    return reply_invalid(call, "unknown state " + *state +
+                                   "; use running, completed, compensating, compensated, failed "
+                                   "or compensation_failed");
+  }
+  filter.state = state;
+  filter.workflow = workflow;
+  filter.cursor = cursor;
+  if (auto it = p.find("limit"); it != p.end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > 1000) {
+      return reply_invalid(call, "\"limit\" must be an integer from 1 to 1000");
+    }
+    filter.limit = it->get<uint32_t>();
+  }
+  auto page = journal_->list(filter);
+  if (!page) return reply_error(call, page.error());
+  json instances = json::array();
+  for (const auto& text : page->states) instances.push_back(json::parse(text));
+  ControlServer::reply(call.conn, call.id,
+                       {{"instances", std::move(instances)},
+                        {"next_cursor", page->next_cursor ? json(*page->next_cursor) : json()}});
+}
+
+void Daemon::handle_retry_or_cancel(ControlServer::Call& call, bool is_retry) {
+  const json& p = call.params;
+  auto id = string_param(p, "id");
+  if (!id || *id == "\x01") return reply_invalid(call, "needs \"id\", a string");
+  Live* live = find_live(*id);
+  if (!live) {
+    auto stored = journal_->load_state(*id);
+    if (!stored) return reply_error(call, stored.error());
+    if (!*stored) return reply_error(call, {ErrorCode::not_found, "no instance " + *id});
+    json state = json::parse(**stored);
+    return reply_error(call, {ErrorCode::failed_precondition,
+                              "instance " + *id + " is " + state.value("state", "") + "; " +
+                                  (is_retry ? "retry applies to failed or compensation_failed "
+                                              "instances"
+                                            : "cancel applies to running or failed instances")});
+  }
+  Result<Transition> t = make_error(ErrorCode::internal, "");
+  if (is_retry) {
+    auto from = string_param(p, "from");
+    if (from == "\x01") return reply_invalid(call, "\"from\" must be a step name");
+    json input = p.value("input", json());
+    t = retry(*live->def, live->inst, from, std::move(input), call.peer.uid, now_ms());
+  } else {
+    auto reason = string_param(p, "reason");
+    if (reason == "\x01") return reply_invalid(call, "\"reason\" must be a string");
+    t = cancel(*live->def, live->inst, reason.value_or(""), call.peer.uid, now_ms());
+  }
+  if (!t) return reply_error(call, t.error());
+  json instance = instance_to_json(*live->def, live->inst);
+  commit(*live, std::move(*t), false,
+         [conn = call.conn, rid = call.id, instance = std::move(instance)] {
+           ControlServer::reply(conn, rid, instance);
+         });
+}
+
+json Daemon::workflows_json() const {
+  json list = json::array();
+  for (const auto& def : workflows_->current()) {
+    json steps = json::array();
+    for (const auto& s : def->steps) steps.push_back(s.name);
+    list.push_back({{"name", def->name},
+                    {"version", def->version},
+                    {"file", def->file},
+                    {"description", def->description},
+                    {"steps", steps}});
+  }
+  json errors = json::array();
+  for (const auto& e : workflows_->errors()) errors.push_back({{"file", e.file}, {"error", e.error}});
+  return {{"workflows", std::move(list)}, {"errors", std::move(errors)}};
+}
+
+json Daemon::plugins_json() const {
+  json list = json::array();
+  for (const auto& p : plugins_.plugins()) {
+    json types = json::array();
+    for (const auto& name : p.step_types) {
+      const StepTypeInfo* info = plugins_.find(name);
+      json params = json::array();
+      if (info) {
+        for (const auto& param : info->params) {
+          params.push_back({{"name", param.name},
+                            {"type", schema_of(*info).params[&param - info->params.data()].type},
+                            {"required", param.required},
+                            {"default", param.default_value},
+                            {"description", param.description}});
+        }
+      }
+      types.push_back({{"name", name},
+                       {"description", info ? info->description : ""},
+                       {"compensates", info && info->can_compensate},
+                       {"params", std::move(params)}});
+    }
+    list.push_back({{"name", p.name},
+                    {"version", p.version},
+                    {"file", p.file},
+                    {"abi", fmt::format("{}.{}", p.abi_major, p.abi_minor)},
+                    {"step_types", std::move(types)}});
+  }
+  return {{"plugins", std::move(list)}};
+}
+
+void Daemon::on_call(ControlServer::Call call) {
+  const std::string& m = call.method;
+  if (m == "ping") {
+    auto uptime = std::chrono::duration_cast<std::chrono::seconds>(now_ms() - started_at_).count();
+    return ControlServer::reply(call.conn, call.id,
+                                {{"version", SAGA_VERSION},
+                                 {"uptime_s", uptime},
+                                 {"state_dir", config_.state_dir},
+                                 {"pid", static_cast<int64_t>(getpid())}});
+  }
+  if (m == "inspect") return handle_inspect(call);
+  if (m == "list") return handle_list(call);
+  if (m == "workflows.list") return ControlServer::reply(call.conn, call.id, workflows_json());
+  if (m == "workflows.show") {
+    auto name = string_param(call.params, "name");
+    if (!name || *name == "\x01") return reply_invalid(call, "workflows.show needs \"name\"");
+    DefinitionPtr def = workflows_->find(*name);
+    if (!def) return reply_error(call, {ErrorCode::not_found, "no workflow " + *name});
+    json steps = json::array();
+    for (const auto& s : def->steps) steps.push_back(s.name);
+    return ControlServer::reply(call.conn, call.id,
+                                {{"name", def->name},
+                                 {"version", def->version},
+                                 {"file", def->file},
+                                 {"description", def->description},
+                                 {"source", def->source},
+                                 {"steps", steps}});
+  }
+  if (m == "plugins.list") return ControlServer::reply(call.conn, call.id, plugins_json());
+  if (m == "start" || m == "retry" || m == "cancel") {
+    if (journal_failed_) {
+      return reply_error(call, {ErrorCode::unavailable,
+                                "the journal is unavailable (a write failed); sagad accepts no "
+                                "new work until it is restarted"});
+    }
+    if (draining_) {
+      return reply_error(call, {ErrorCode::unavailable, "sagad is shutting down"});
+    }
+    if (m == "start") return handle_start(call);
+    return handle_retry_or_cancel(call, m == "retry");
+  }
+  ControlServer::reply_error(call.conn, call.id, rpc::kMethodNotFound,
+                             "unknown method " + m + "; sagactl --help lists the commands");
+}
+
+void Daemon::begin_drain(const char* why) {
+  if (draining_) return;
+  draining_ = true;
+  spdlog::info("{}: draining (waiting up to {} for running attempts)", why,
+               format_duration(config_.grace));
+  sd_notify(0, "STOPPING=1");
+  server_->close();
+  if (watcher_) close_handle(watcher_);
+  drain_deadline_ = now_ms() + config_.grace;
+  drain_timer_ = new uv_timer_t;
+  uv_timer_init(&loop_, drain_timer_);
+  drain_timer_->data = this;
+  uv_timer_start(
+      drain_timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<Daemon*>(t->data);
+        if (self->executor_->busy() == 0 || now_ms() >= self->drain_deadline_) {
+          self->finish_drain();
+        }
+      },
+      0, 20);
+}
+
+void Daemon::finish_drain() {
+  close_handle(drain_timer_);
+  bool stuck = executor_->busy() > 0;
+  if (stuck) {
+    spdlog::warn("{} attempts still running after the grace period; they run again after restart",
+                 executor_->busy());
+  }
+  writer_->stop();  // everything submitted so far is now in the journal
+  if (stuck) {
+    executor_->detach();
+  } else {
+    executor_->stop();
+  }
+  close_handle(timer_);
+  close_handle(debounce_);
+  for (auto*& s : signals_) close_handle(s);
+  loop_queue_->close();
+}
+
+int Daemon::run() {
+  if (auto opened = open(); !opened) {
+    spdlog::critical("{}", opened.error().message);
+    return 1;
+  }
+  uv_loop_init(&loop_);
+  loop_queue_ = std::make_unique<LoopQueue>(&loop_);
+  writer_ = std::make_unique<JournalWriter>(
+      *journal_, [this](std::vector<std::function<void()>> durable, std::optional<Error> error) {
+        loop_queue_->post([this, durable = std::move(durable), error = std::move(error)] {
+          for (const auto& fn : durable) fn();
+          if (error) on_journal_failure(*error);
+        });
+      });
+  executor_ = std::make_unique<Executor>(*loop_queue_, config_.workers);
+  timer_ = new uv_timer_t;
+  uv_timer_init(&loop_, timer_);
+  timer_->data = this;
+
+  load_plugins();
+  workflows_ = std::make_unique<WorkflowRegistry>(
+      [this](const std::string& uses) -> std::optional<StepSchema> {
+        const StepTypeInfo* info = plugins_.find(uses);
+        if (!info) return std::nullopt;
+        return schema_of(*info);
+      });
+  reload_workflows();
+  recover_instances();
+
+  server_ = std::make_unique<ControlServer>(&loop_, [this](ControlServer::Call call) {
+    on_call(std::move(call));
+  });
+  if (auto listening = server_->listen(config_.socket_path); !listening) {
+    spdlog::critical("{}", listening.error().message);
+    draining_ = true;
+    server_->close();
+    finish_drain();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+    return 1;
+  }
+
+  for (int signum : {SIGTERM, SIGINT, SIGHUP}) {
+    auto* s = new uv_signal_t;
+    uv_signal_init(&loop_, s);
+    s->data = this;
+    uv_signal_start(
+        s,
+        [](uv_signal_t* h, int sig) {
+          auto* self = static_cast<Daemon*>(h->data);
+          if (sig == SIGHUP) {
+            spdlog::info("SIGHUP: reloading workflows and plugins");
+            self->load_plugins();
+            self->reload_workflows();
+          } else {
+            self->begin_drain(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+          }
+        },
+        signum);
+    signals_.push_back(s);
+  }
+
+  watcher_ = new uv_fs_event_t;
+  uv_fs_event_init(&loop_, watcher_);
+  watcher_->data = this;
+  debounce_ = new uv_timer_t;
+  uv_timer_init(&loop_, debounce_);
+  debounce_->data = this;
+  int watched = uv_fs_event_start(
+      watcher_,
+      [](uv_fs_event_t* h, const char*, int, int) {
+        auto* self = static_cast<Daemon*>(h->data);
+        // Editors write a file in several steps: reload once things have settled.
+        uv_timer_start(
+            self->debounce_,
+            [](uv_timer_t* t) {
+              auto* d = static_cast<Daemon*>(t->data);
+              if (!d->draining_) d->reload_workflows();
+            },
+            200, 0);
+      },
+      config_.workflows_dir.c_str(), 0);
+  if (watched != 0) {
+    spdlog::warn("not watching {} for changes ({}); send SIGHUP to reload",
+                 config_.workflows_dir, uv_strerror(watched));
+    close_handle(watcher_);
+  }
+
+  spdlog::info("sagad {} ready: {} workflows, {} instances in flight, socket {}", SAGA_VERSION,
+               workflows_->current().size(), live_.size(), config_.socket_path);
+  sd_notify(0, "READY=1");
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  uv_loop_close(&loop_);
+  spdlog::info("sagad stopped");
+  return 0;
+}
+
+}  // namespace
+
+int run_daemon(const Config& config) {
+  Daemon daemon(config);
+  return daemon.run();
+}
+
+}  // namespace saga

@@ -1,0 +1,94 @@
+#include "engine/event.hpp"
+
+#include <array>
+#include <utility>
+
+namespace saga {
+namespace {
+
+constexpr std::array<std::pair<EventType, std::string_view>, 15> kEventNames{{
+    {EventType::instance_started, "instance_started"},
+    {EventType::step_started, "step_started"},
+    {EventType::step_succeeded, "step_succeeded"},
+    {EventType::step_failed, "step_failed"},
+    {EventType::step_interrupted, "step_interrupted"},
+    {EventType::compensation_started, "compensation_started"},
+    {EventType::compensation_succeeded, "compensation_succeeded"},
+    {EventType::compensation_failed, "compensation_failed"},
+    {EventType::compensation_interrupted, "compensation_interrupted"},
+    {EventType::instance_compensating, "instance_compensating"},
+    {EventType::instance_completed, "instance_completed"},
+    {EventType::instance_compensated, "instance_compensated"},
+    {EventType::instance_failed, "instance_failed"},
+    {EventType::instance_compensation_failed, "instance_compensation_failed"},
+    {EventType::instance_retried, "instance_retried"},
+}};
+
+}  // namespace
+
+std::string_view to_string(EventType t) {
+  for (const auto& [type, name] : kEventNames) {
+    if (type == t) return name;
+  }
+  return "unknown";
+}
+
+std::optional<EventType> parse_event_type(std::string_view s) {
+  for (const auto& [type, name] : kEventNames) {
+    if (name == s) return type;
+  }
+  return std::nullopt;
+}
+
+json event_to_json(const Event& e) {
+  json j = {{"seq", e.seq}, {"at", format_rfc3339(e.at)}, {"type", to_string(e.type)}};
+  if (!e.step.empty()) j["step"] = e.step;
+  if (e.attempt != 0) j["attempt"] = e.attempt;
+  if (e.type == EventType::step_succeeded) j["output"] = e.output;
+  if (!e.error.empty()) j["error"] = e.error;
+  if (e.retry_at) j["retry_at"] = format_rfc3339(*e.retry_at);
+  if (!e.cause.empty()) j["cause"] = e.cause;
+  if (!e.reason.empty()) j["reason"] = e.reason;
+  if (!e.input.is_null()) j["input"] = e.input;
+  if (!e.workflow.empty()) j["workflow"] = e.workflow;
+  if (!e.version.empty()) j["version"] = e.version;
+  if (e.deadline) j["deadline"] = format_rfc3339(*e.deadline);
+  if (e.uid) j["uid"] = *e.uid;
+  return j;
+}
+
+namespace {
+
+std::optional<TimePoint> time_field(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return std::nullopt;
+  auto t = parse_rfc3339(it->get<std::string>());
+  if (!t) throw json::other_error::create(501, std::string("bad time in ") + key, &j);
+  return t;
+}
+
+}  // namespace
+
+Event event_from_json(const json& j) {
+  Event e;
+  e.seq = j.at("seq").get<uint64_t>();
+  e.at = *time_field(j, "at");
+  auto type = parse_event_type(j.at("type").get<std::string>());
+  if (!type) throw json::other_error::create(501, "unknown event type", &j);
+  e.type = *type;
+  e.step = j.value("step", std::string());
+  e.attempt = j.value("attempt", 0u);
+  if (auto it = j.find("output"); it != j.end()) e.output = *it;
+  e.error = j.value("error", std::string());
+  e.retry_at = time_field(j, "retry_at");
+  e.cause = j.value("cause", std::string());
+  e.reason = j.value("reason", std::string());
+  if (auto it = j.find("input"); it != j.end()) e.input = *it;
+  e.workflow = j.value("workflow", std::string());
+  e.version = j.value("version", std::string());
+  e.deadline = time_field(j, "deadline");
+  if (auto it = j.find("uid"); it != j.end()) e.uid = it->get<uint32_t>();
+  return e;
+}
+
+}  // namespace saga

@@ -1,0 +1,105 @@
+#include "engine/instance.hpp"
+
+namespace saga {
+
+std::string_view to_string(InstanceState s) {
+  switch (s) {
+    case InstanceState::running: return "running";
+    case InstanceState::completed: return "completed";
+    case InstanceState::compensating: return "compensating";
+    case InstanceState::compensated: return "compensated";
+    case InstanceState::failed: return "failed";
+    case InstanceState::compensation_failed: return "compensation_failed";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(StepState s) {
+  switch (s) {
+    case StepState::pending: return "pending";
+    case StepState::running: return "running";
+    case StepState::succeeded: return "succeeded";
+    case StepState::failed: return "failed";
+    case StepState::skipped: return "skipped";
+    case StepState::compensating: return "compensating";
+    case StepState::compensated: return "compensated";
+    case StepState::compensation_failed: return "compensation_failed";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(CompensationState s) {
+  switch (s) {
+    case CompensationState::none: return "none";
+    case CompensationState::pending: return "pending";
+    case CompensationState::running: return "running";
+    case CompensationState::compensated: return "compensated";
+    case CompensationState::failed: return "failed";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(Phase p) { return p == Phase::run ? "run" : "compensate"; }
+
+std::optional<InstanceState> parse_instance_state(std::string_view s) {
+  for (auto state : {InstanceState::running, InstanceState::completed, InstanceState::compensating,
+                     InstanceState::compensated, InstanceState::failed,
+                     InstanceState::compensation_failed}) {
+    if (to_string(state) == s) return state;
+  }
+  return std::nullopt;
+}
+
+bool is_terminal(InstanceState s) {
+  return s == InstanceState::completed || s == InstanceState::compensated;
+}
+
+bool is_settled(InstanceState s) {
+  return is_terminal(s) || s == InstanceState::failed || s == InstanceState::compensation_failed;
+}
+
+namespace {
+
+json optional_time(const std::optional<TimePoint>& t) {
+  return t ? json(format_rfc3339(*t)) : json(nullptr);
+}
+
+json optional_text(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
+
+}  // namespace
+
+json instance_to_json(const Definition& def, const Instance& inst) {
+  json steps = json::array();
+  for (size_t i = 0; i < inst.steps.size() && i < def.steps.size(); ++i) {
+    const StepRun& s = inst.steps[i];
+    json step = {
+        {"name", def.steps[i].name},
+        {"state", to_string(s.state)},
+        {"attempts", s.run.attempts},
+        {"output", s.output},
+        {"error", optional_text(s.run.error)},
+        {"started_at", optional_time(s.started_at)},
+        {"ended_at", optional_time(s.ended_at)},
+        {"compensation",
+         {{"state", to_string(s.compensation)},
+          {"attempts", s.comp.attempts},
+          {"error", optional_text(s.comp.error)}}},
+    };
+    if (s.run.retry_at) step["next_attempt_at"] = format_rfc3339(*s.run.retry_at);
+    if (s.comp.retry_at) step["compensation"]["next_attempt_at"] = format_rfc3339(*s.comp.retry_at);
+    steps.push_back(std::move(step));
+  }
+  return {
+      {"id", inst.id},
+      {"workflow", inst.workflow},
+      {"version", inst.version},
+      {"state", to_string(inst.state)},
+      {"cause", optional_text(inst.cause)},
+      {"input", inst.input},
+      {"created_at", format_rfc3339(inst.created_at)},
+      {"updated_at", format_rfc3339(inst.updated_at)},
+      {"steps", std::move(steps)},
+  };
+}
+
+}  // namespace saga

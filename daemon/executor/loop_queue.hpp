@@ -1,0 +1,37 @@
+// Hands work from any thread to the loop thread: a mutex-guarded queue and one uv_async_t whose
+// callback drains the whole queue, so that many sends coalesce into one wake-up.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <mutex>
+#include <vector>
+
+namespace saga {
+
+class LoopQueue {
+ public:
+  // Must be constructed on the loop thread; close() must be called there before destruction.
+  explicit LoopQueue(uv_loop_t* loop);
+  ~LoopQueue();
+  LoopQueue(const LoopQueue&) = delete;
+  LoopQueue& operator=(const LoopQueue&) = delete;
+
+  // Any thread. `fn` runs on the loop thread, in the order posted. Posts after close() are
+  // dropped.
+  void post(std::function<void()> fn);
+  // Loop thread: runs what is queued, then closes the handle.
+  void close();
+
+ private:
+  static void on_async(uv_async_t* handle);
+  void drain();
+
+  uv_async_t* async_;  // freed in its close callback
+  std::mutex mu_;
+  std::vector<std::function<void()>> queue_;  // guarded by mu_
+  bool closed_ = false;                       // guarded by mu_
+};
+
+}  // namespace saga

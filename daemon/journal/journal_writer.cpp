@@ -1,0 +1,83 @@
+#include "journal/journal_writer.hpp"
+
+#include <chrono>
+
+namespace saga {
+
+JournalWriter::JournalWriter(Journal& journal, Deliver deliver)
+    : journal_(journal), deliver_(std::move(deliver)), thread_([this] { run(); }) {}
+
+JournalWriter::~JournalWriter() { stop(); }
+
+void JournalWriter::submit(InstanceWrite write, std::function<void()> on_durable) {
+  {
+    std::lock_guard lock(mu_);
+    if (failed_) return;
+    pending_.instances.push_back(std::move(write));
+    callbacks_.push_back(std::move(on_durable));
+  }
+  cv_.notify_one();
+}
+
+void JournalWriter::submit_definition(std::string version, std::string source) {
+  {
+    std::lock_guard lock(mu_);
+    pending_.definitions.emplace_back(std::move(version), std::move(source));
+  }
+  cv_.notify_one();
+}
+
+void JournalWriter::run() {
+  for (;;) {
+    CommitBatch batch;
+    std::vector<std::function<void()>> callbacks;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [this] {
+        return stopping_ || !pending_.instances.empty() || !pending_.definitions.empty();
+      });
+      if (pending_.instances.empty() && pending_.definitions.empty()) return;  // stopping
+      batch = std::move(pending_);
+      pending_ = {};
+      callbacks.swap(callbacks_);
+    }
+    auto started = std::chrono::steady_clock::now();
+    auto result = journal_.commit(batch);
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::steady_clock::now() - started)
+                  .count();
+    if (!result) {
+      {
+        std::lock_guard lock(mu_);
+        failed_ = true;
+        pending_ = {};
+        callbacks_.clear();
+      }
+      deliver_({}, result.error());
+      return;
+    }
+    {
+      std::lock_guard lock(mu_);
+      ++stats_.commits;
+      stats_.writes += batch.instances.size();
+      stats_.total_us += static_cast<uint64_t>(us);
+    }
+    deliver_(std::move(callbacks), std::nullopt);
+  }
+}
+
+void JournalWriter::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+CommitStats JournalWriter::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+}  // namespace saga

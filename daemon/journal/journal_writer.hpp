@@ -1,0 +1,59 @@
+// Group commit: one writer thread turns every write that arrived while the previous commit was
+// in flight into the next single batch, so throughput grows with concurrency instead of being
+// capped at one fsync per transition.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "journal/journal.hpp"
+
+namespace saga {
+
+struct CommitStats {
+  uint64_t commits = 0;
+  uint64_t writes = 0;  // instance writes, summed over commits
+  uint64_t total_us = 0;
+};
+
+class JournalWriter {
+ public:
+  // Called on the writer thread after each commit with the callbacks of the writes it made
+  // durable, in submission order, or with the error that stopped the writer. The daemon hands
+  // them to its loop thread.
+  using Deliver = std::function<void(std::vector<std::function<void()>> durable,
+                                     std::optional<Error> error)>;
+
+  // `journal` must outlive the writer.
+  JournalWriter(Journal& journal, Deliver deliver);
+  ~JournalWriter();  // stop()
+  JournalWriter(const JournalWriter&) = delete;
+  JournalWriter& operator=(const JournalWriter&) = delete;
+
+  // Any thread. `on_durable` is delivered once the write is durable, never if it fails.
+  void submit(InstanceWrite write, std::function<void()> on_durable);
+  void submit_definition(std::string version, std::string source);
+  // Commits what is pending, then joins the writer thread.
+  void stop();
+  CommitStats stats() const;
+
+ private:
+  void run();
+
+  Journal& journal_;
+  Deliver deliver_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  CommitBatch pending_;                              // guarded by mu_
+  std::vector<std::function<void()>> callbacks_;     // guarded by mu_
+  bool stopping_ = false;                            // guarded by mu_
+  bool failed_ = false;                              // guarded by mu_
+  CommitStats stats_;                                // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace saga

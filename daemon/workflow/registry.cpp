@@ -1,0 +1,91 @@
+#include "workflow/registry.hpp"
+
+#include <algorithm>
+#include <filesystem>
+#include <memory>
+#include <set>
+
+namespace saga {
+
+namespace fs = std::filesystem;
+
+std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
+  std::vector<DefinitionPtr> fresh;
+  errors_.clear();
+  std::vector<std::string> paths;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    auto ext = it->path().extension();
+    if ((ext == ".yaml" || ext == ".yml") && it->is_regular_file()) paths.push_back(it->path());
+  }
+  if (ec) errors_.push_back({dir, "cannot read workflows directory " + dir + ": " + ec.message()});
+  std::sort(paths.begin(), paths.end());
+
+  std::set<std::string> present(paths.begin(), paths.end());
+  std::erase_if(files_, [&](const auto& kv) { return !present.contains(kv.first); });
+
+  by_name_.clear();
+  std::map<std::string, std::string> name_file;
+  for (const auto& path : paths) {
+    auto loaded = load_workflow_file(path, lookup_);
+    FileEntry& entry = files_[path];
+    if (loaded) {
+      auto def = std::make_shared<Definition>(std::move(*loaded));
+      if (auto known = by_version_.find(def->version); known != by_version_.end()) {
+        entry.good = known->second;
+      } else {
+        by_version_[def->version] = def;
+        entry.good = def;
+        fresh.push_back(def);
+      }
+    } else {
+      std::string message = loaded.error().message;
+      if (entry.good) {
+        message += "\n(" + path + ": still serving the last good version " + entry.good->version +
+                   ")";
+      }
+      errors_.push_back({path, message});
+    }
+    if (!entry.good) continue;
+    const std::string& name = entry.good->name;
+    if (auto other = name_file.find(name); other != name_file.end()) {
+      errors_.push_back({path, path + ": workflow " + name + " is already defined in " +
+                                   other->second + "; rename one of them"});
+      continue;
+    }
+    name_file[name] = path;
+    by_name_[name] = entry.good;
+  }
+  return fresh;
+}
+
+DefinitionPtr WorkflowRegistry::find(const std::string& name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : it->second;
+}
+
+DefinitionPtr WorkflowRegistry::find_version(const std::string& version) const {
+  auto it = by_version_.find(version);
+  return it == by_version_.end() ? nullptr : it->second;
+}
+
+DefinitionPtr WorkflowRegistry::adopt(const std::string& source, const std::string& version) {
+  if (auto known = find_version(version)) return known;
+  // A version journaled earlier is run as it was, without the current plugins' schemas: its
+  // step types were checked when it was first loaded.
+  auto loaded = load_workflow(source, "<journal:" + version + ">", nullptr);
+  if (!loaded) return nullptr;
+  auto def = std::make_shared<Definition>(std::move(*loaded));
+  def->version = version;
+  by_version_[version] = def;
+  return def;
+}
+
+std::vector<DefinitionPtr> WorkflowRegistry::current() const {
+  std::vector<DefinitionPtr> out;
+  for (const auto& [name, def] : by_name_) out.push_back(def);
+  return out;
+}
+
+}  // namespace saga
