@@ -94,6 +94,12 @@ std::optional<std::string> read_secret(const std::string& dir, const std::string
   return value;
 }
 
+void mask(std::string& text, const std::string& secret) {
+  for (size_t at = text.find(secret); at != std::string::npos; at = text.find(secret, at + 3)) {
+    text.replace(at, secret.size(), "***");
+  }
+}
+
 class Daemon {
  public:
   explicit Daemon(const Config& config) : config_(config) {}
@@ -358,7 +364,12 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   scope.steps = &steps;
   scope.instance_id = id;
   scope.workflow = def.name;
-  scope.secret = [this](const std::string& name) { return read_secret(secrets_dir_, name); };
+  auto secrets_used = std::make_shared<std::vector<std::string>>();
+  scope.secret = [this, secrets_used](const std::string& name) {
+    auto value = read_secret(secrets_dir_, name);
+    if (value && !value->empty()) secrets_used->push_back(*value);
+    return value;
+  };
   auto rendered = render_templates(inv.with, scope);
   if (!rendered) {
     fail_now(rendered.error().message);
@@ -383,7 +394,7 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   }
   auto cancel = running.cancel;
   live.running.push_back(std::move(running));
-  executor_->submit([this, type, request, cancel, id, step, phase, attempt]() {
+  executor_->submit([this, type, request, cancel, id, step, phase, attempt, secrets_used]() {
     std::string prefix = fmt::format("{} {}: ", id, request->step);
     AttemptReply reply = PluginRegistry::invoke(
         *type, *request, *cancel, [&prefix](uint32_t level, std::string_view message) {
@@ -393,6 +404,9 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
                                               : spdlog::level::debug;
           spdlog::log(lvl, "{}{}", prefix, message);
         });
+    // What a step returns may echo a secret it was given: it is masked before the journal or
+    // the log can see it.
+    for (const auto& secret : *secrets_used) mask(reply.data, secret);
     return std::function<void()>([this, id, step, phase, attempt, reply = std::move(reply)] {
       AttemptResult r{step, phase, attempt, Outcome::retry, nullptr, {}};
       switch (reply.outcome) {

@@ -1,0 +1,179 @@
+#include "engine/time.hpp"
+
+#include <array>
+#include <cstdio>
+#include <limits>
+
+namespace saga {
+namespace {
+
+struct Unit {
+  std::string_view suffix;
+  int64_t ms;
+};
+
+// Largest first: a duration lists its units in this order, each at most once.
+constexpr std::array<Unit, 5> kUnits{{
+    {"d", 86'400'000},
+    {"h", 3'600'000},
+    {"m", 60'000},
+    {"s", 1'000},
+    {"ms", 1},
+}};
+
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+// Reads exactly `n` digits at `pos`; advances `pos`.
+std::optional<int> read_fixed(std::string_view text, size_t& pos, size_t n) {
+  if (pos + n > text.size()) return std::nullopt;
+  int value = 0;
+  for (size_t i = 0; i < n; ++i) {
+    char c = text[pos + i];
+    if (!is_digit(c)) return std::nullopt;
+    value = value * 10 + (c - '0');
+  }
+  pos += n;
+  return value;
+}
+
+bool expect(std::string_view text, size_t& pos, char c) {
+  if (pos >= text.size() || text[pos] != c) return false;
+  ++pos;
+  return true;
+}
+
+}  // namespace
+
+std::string format_rfc3339(TimePoint t) {
+  using namespace std::chrono;
+  const sys_days day = floor<days>(t);
+  const year_month_day ymd{day};
+  const hh_mm_ss<Millis> tod{t - day};
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ",
+                static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()),
+                static_cast<unsigned>(ymd.day()), static_cast<int>(tod.hours().count()),
+                static_cast<int>(tod.minutes().count()), static_cast<int>(tod.seconds().count()),
+                static_cast<int>(tod.subseconds().count()));
+  return buf;
+}
+
+// Accepts RFC 3339 date-times: any fraction (truncated to milliseconds), `Z` or a numeric
+// offset. A leap second (:60) is rejected because system_clock does not count them.
+std::optional<TimePoint> parse_rfc3339(std::string_view text) {
+  using namespace std::chrono;
+  size_t pos = 0;
+  auto y = read_fixed(text, pos, 4);
+  if (!y || !expect(text, pos, '-')) return std::nullopt;
+  auto mo = read_fixed(text, pos, 2);
+  if (!mo || !expect(text, pos, '-')) return std::nullopt;
+  auto d = read_fixed(text, pos, 2);
+  if (!d) return std::nullopt;
+  if (pos >= text.size() || (text[pos] != 'T' && text[pos] != 't' && text[pos] != ' ')) {
+    return std::nullopt;
+  }
+  ++pos;
+  auto h = read_fixed(text, pos, 2);
+  if (!h || !expect(text, pos, ':')) return std::nullopt;
+  auto mi = read_fixed(text, pos, 2);
+  if (!mi || !expect(text, pos, ':')) return std::nullopt;
+  auto s = read_fixed(text, pos, 2);
+  if (!s) return std::nullopt;
+
+  int64_t frac_ms = 0;
+  if (pos < text.size() && text[pos] == '.') {
+    ++pos;
+    size_t digits = 0;
+    while (pos < text.size() && is_digit(text[pos])) {
+      if (digits < 3) frac_ms = frac_ms * 10 + (text[pos] - '0');
+      ++digits;
+      ++pos;
+    }
+    if (digits == 0) return std::nullopt;
+    for (size_t i = digits; i < 3; ++i) frac_ms *= 10;
+  }
+
+  int64_t offset_min = 0;
+  if (pos >= text.size()) return std::nullopt;
+  if (text[pos] == 'Z' || text[pos] == 'z') {
+    ++pos;
+  } else if (text[pos] == '+' || text[pos] == '-') {
+    const int sign = text[pos] == '-' ? -1 : 1;
+    ++pos;
+    auto oh = read_fixed(text, pos, 2);
+    if (!oh || !expect(text, pos, ':')) return std::nullopt;
+    auto om = read_fixed(text, pos, 2);
+    if (!om || *oh > 23 || *om > 59) return std::nullopt;
+    offset_min = sign * (*oh * 60 + *om);
+  } else {
+    return std::nullopt;
+  }
+  if (pos != text.size()) return std::nullopt;
+
+  const year_month_day ymd{year{*y}, month{static_cast<unsigned>(*mo)},
+                           day{static_cast<unsigned>(*d)}};
+  if (!ymd.ok() || *h > 23 || *mi > 59 || *s > 59) return std::nullopt;
+  const TimePoint t = time_point_cast<Millis>(sys_days{ymd}) + hours{*h} + minutes{*mi} +
+                      seconds{*s} + Millis{frac_ms} - minutes{offset_min};
+  return t;
+}
+
+std::optional<Millis> parse_duration(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  int64_t total = 0;
+  size_t next_unit = 0;  // index into kUnits of the smallest unit still allowed
+  size_t pos = 0;
+  while (pos < text.size()) {
+    if (!is_digit(text[pos])) return std::nullopt;
+    int64_t number = 0;
+    while (pos < text.size() && is_digit(text[pos])) {
+      const int digit = text[pos] - '0';
+      if (number > (kMax - digit) / 10) return std::nullopt;
+      number = number * 10 + digit;
+      ++pos;
+    }
+    const std::string_view rest = text.substr(pos);
+    // "ms" before "m": the longer suffix wins when both match.
+    std::optional<size_t> unit;
+    for (size_t i = 0; i < kUnits.size(); ++i) {
+      if (rest.starts_with(kUnits[i].suffix) &&
+          (!unit || kUnits[i].suffix.size() > kUnits[*unit].suffix.size())) {
+        unit = i;
+      }
+    }
+    if (!unit || *unit < next_unit) return std::nullopt;
+    pos += kUnits[*unit].suffix.size();
+    next_unit = *unit + 1;
+    const int64_t unit_ms = kUnits[*unit].ms;
+    if (number > kMax / unit_ms) return std::nullopt;
+    const int64_t part = number * unit_ms;
+    if (total > kMax - part) return std::nullopt;
+    total += part;
+  }
+  return Millis{total};
+}
+
+std::string format_duration(Millis d) {
+  int64_t count = d.count();
+  if (count == 0) return "0s";
+  std::string out;
+  // Unsigned so that the most negative value still has a magnitude.
+  uint64_t rest = static_cast<uint64_t>(count);
+  if (count < 0) {
+    out += '-';
+    rest = ~rest + 1;
+  }
+  for (const Unit& u : kUnits) {
+    const uint64_t n = rest / static_cast<uint64_t>(u.ms);
+    if (n == 0) continue;
+    rest -= n * static_cast<uint64_t>(u.ms);
+    out += std::to_string(n);
+    out += u.suffix;
+  }
+  return out;
+}
+
+}  // namespace saga

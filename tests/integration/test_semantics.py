@@ -1,0 +1,295 @@
+"""DESIGN §3 and §4 through the real daemon: DAGs, retries, timeouts, cancel, halt and retry,
+templates, secrets, versions and hot reload."""
+import json
+import os
+import subprocess
+import time
+
+from conftest import events
+
+
+def start(daemon, workflow, *args):
+    r = daemon.ctl("start", workflow, *args)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_independent_steps_overlap(daemon):
+    daemon.add_workflow("fan.yaml", """
+name: fan
+steps:
+  - {name: left, uses: testing.sleep, with: {ms: 500}, depends_on: []}
+  - {name: right, uses: testing.sleep, with: {ms: 500}, depends_on: []}
+  - {name: join, uses: testing.noop, depends_on: [left, right]}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "fan", "--wait")
+    assert code == 0, out
+    doc = daemon.inspect(out["id"], history=True)
+    started = {e["step"]: e["at"] for e in events(doc, "step_started")}
+    ended = {e["step"]: e["at"] for e in events(doc, "step_succeeded")}
+    # Both sleeps started before either finished: they ran at the same time.
+    assert started["right"] < ended["left"] and started["left"] < ended["right"]
+    assert started["join"] >= max(ended["left"], ended["right"])
+
+
+def test_backoff_is_durable_across_a_restart(daemon):
+    daemon.add_workflow("flaky.yaml", """
+name: flaky
+steps:
+  - name: call
+    uses: testing.fail
+    with: {times: 1}
+    retry: {max_attempts: 3, initial_interval: 3s}
+""")
+    daemon.start()
+    iid = start(daemon, "flaky")
+    doc = daemon.wait_for(iid, lambda d: d["steps"][0].get("next_attempt_at"))
+    assert doc["steps"][0]["state"] == "pending"
+    assert doc["steps"][0]["error"]
+    daemon.kill()
+    daemon.start()
+    doc = daemon.wait_for(iid, lambda d: d["state"] == "completed")
+    doc = daemon.inspect(iid, history=True)
+    failed = events(doc, "step_failed", "call")
+    assert len(failed) == 1 and "retry_at" in failed[0]
+    second = events(doc, "step_started", "call")[1]
+    assert second["attempt"] == 2
+    assert second["at"] >= failed[0]["retry_at"], "the restart must not shorten the backoff"
+
+
+def test_halt_then_retry_resumes_at_the_failed_step(daemon):
+    daemon.add_workflow("halting.yaml", """
+name: halting
+on_failure: halt
+steps:
+  - name: before
+    uses: testing.noop
+  - name: flaky
+    uses: testing.fail
+    with: {times: 2}
+    retry: {max_attempts: 1}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "halting", "--wait")
+    assert code == 1 and out["instance"]["state"] == "failed"
+    iid = out["id"]
+    r = daemon.ctl("retry", iid)
+    assert r.returncode == 0, r.stderr
+    daemon.wait_for(iid, lambda d: d["state"] == "failed" and d["steps"][1]["attempts"] == 2)
+    r = daemon.ctl("retry", iid)
+    assert r.returncode == 0, r.stderr
+    doc = daemon.wait_for(iid, lambda d: d["state"] == "completed")
+    assert doc["steps"][1]["attempts"] == 3
+    doc = daemon.inspect(iid, history=True)
+    assert len(events(doc, "step_started", "before")) == 1
+    retried = events(doc, "instance_retried")
+    assert len(retried) == 2 and retried[0]["uid"] == os.getuid()
+
+
+def test_retry_from_a_step_with_new_input(daemon):
+    daemon.add_workflow("redrive.yaml", """
+name: redrive
+on_failure: halt
+steps:
+  - name: one
+    uses: testing.echo
+    with: {v: "${{ input.v }}"}
+  - name: two
+    uses: testing.echo
+    with: {v: "${{ input.v }}"}
+  - name: three
+    uses: testing.fail
+    with: {times: 1}
+    retry: {max_attempts: 1}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "redrive", "--input", '{"v": 1}', "--wait")
+    assert code == 1 and out["instance"]["state"] == "failed"
+    iid = out["id"]
+    r = daemon.ctl("retry", iid, "--from", "two", "--input", '{"v": 2}')
+    assert r.returncode == 0, r.stderr
+    doc = daemon.wait_for(iid, lambda d: d["state"] == "completed")
+    assert doc["input"] == {"v": 2}
+    assert doc["steps"][0]["output"] == {"v": 1}
+    assert doc["steps"][1]["output"] == {"v": 2}
+    doc = daemon.inspect(iid, history=True)
+    assert len(events(doc, "step_started", "one")) == 1
+    assert len(events(doc, "step_succeeded", "two")) == 2
+    assert events(doc, "instance_retried")[0]["step"] == "two"
+
+
+def test_cancel_compensates_and_refusals_name_the_state(daemon):
+    daemon.add_workflow("long.yaml", """
+name: long
+steps:
+  - name: book
+    uses: testing.echo
+    with: {room: 12}
+    compensate: {uses: testing.echo, with: {cancel: "${{ steps.book.output.room }}"}}
+  - name: wait
+    uses: testing.sleep
+    with: {ms: 60000}
+""")
+    daemon.start()
+    iid = start(daemon, "long")
+    daemon.wait_for(iid, lambda d: d["steps"][1]["state"] == "running")
+    r = daemon.ctl("cancel", iid, "--reason", "customer changed their mind")
+    assert r.returncode == 0, r.stderr
+    doc = daemon.wait_for(iid, lambda d: d["state"] == "compensated", timeout=20)
+    assert doc["cause"] == "cancelled"
+    assert doc["steps"][0]["state"] == "compensated"
+    doc = daemon.inspect(iid, history=True)
+    assert events(doc, "instance_compensating")[0]["reason"] == "customer changed their mind"
+    r = daemon.ctl("cancel", iid)
+    assert r.returncode == 1 and "compensated" in r.stderr
+    r = daemon.ctl("retry", iid)
+    assert r.returncode == 1 and "compensated" in r.stderr
+
+
+def test_instance_timeout_compensates_with_cause_timed_out(daemon):
+    daemon.add_workflow("deadline.yaml", """
+name: deadline
+timeout: 1s
+steps:
+  - name: first
+    uses: testing.noop
+    compensate: {uses: testing.noop}
+  - name: stuck
+    uses: testing.sleep
+    with: {ms: 30000}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "deadline", "--wait")
+    assert code == 1
+    assert out["instance"]["state"] == "compensated"
+    assert out["instance"]["cause"] == "timed_out"
+    assert out["instance"]["steps"][0]["state"] == "compensated"
+
+
+def test_attempt_timeout_is_a_transient_failure(daemon):
+    daemon.add_workflow("slowstep.yaml", """
+name: slowstep
+steps:
+  - name: nap
+    uses: testing.sleep
+    with: {ms: 5000}
+    timeout: 200ms
+    retry: {max_attempts: 2, initial_interval: 100ms}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "slowstep", "--wait")
+    assert code == 1
+    step = out["instance"]["steps"][0]
+    assert out["instance"]["state"] == "failed"
+    assert step["attempts"] == 2
+    assert "timed out" in step["error"]
+
+
+def test_missing_template_path_fails_the_step_for_good(daemon):
+    daemon.add_workflow("tmpl.yaml", """
+name: tmpl
+steps:
+  - name: use
+    uses: testing.echo
+    with: {x: "${{ input.customer.id }}"}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "tmpl", "--input", '{"customer": {}}', "--wait")
+    assert code == 1
+    step = out["instance"]["steps"][0]
+    assert step["state"] == "failed" and step["attempts"] == 1
+    assert "input.customer.id" in step["error"]
+
+
+def test_required_input_is_checked_at_start(daemon):
+    daemon.add_workflow("needs.yaml", """
+name: needs
+input: {required: [order_id, amount]}
+steps:
+  - {name: a, uses: testing.noop}
+""")
+    daemon.start()
+    r = daemon.ctl("start", "needs", "--input", '{"amount": 3}')
+    assert r.returncode == 1
+    assert "order_id" in r.stderr and "amount" not in r.stderr.split("order_id")[1]
+
+
+def test_secrets_are_rendered_but_never_journaled_or_logged(daemon, tmp_path):
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "api_token").write_text("s3cr3t-VALUE-123\n")
+    daemon.extra_args = ["--secrets", str(secrets)]
+    daemon.add_workflow("secretive.yaml", """
+name: secretive
+steps:
+  - name: call
+    uses: testing.echo
+    with: {auth: "Bearer ${{ secrets.api_token }}"}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "secretive", "--wait")
+    assert code == 0, out
+    assert out["instance"]["steps"][0]["output"]["auth"] == "Bearer ***"
+    daemon.stop()
+    for root, _, files in os.walk(daemon.state):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                assert b"s3cr3t-VALUE-123" not in f.read(), f"secret found in {name}"
+    assert "s3cr3t-VALUE-123" not in daemon.log()
+
+
+GOOD_V1 = """
+name: pinned
+steps:
+  - name: first
+    uses: testing.sleep
+    with: {ms: 1500}
+  - name: second
+    uses: testing.noop
+"""
+
+GOOD_V2 = """
+name: pinned
+steps:
+  - name: only
+    uses: testing.noop
+"""
+
+
+def test_versions_are_pinned_and_a_bad_file_keeps_the_last_good(daemon):
+    daemon.add_workflow("pinned.yaml", GOOD_V1)
+    daemon.start()
+    code, listing = daemon.ctl_json("workflows")
+    v1 = listing["workflows"][0]["version"]
+    old = start(daemon, "pinned")
+    daemon.wait_for(old, lambda d: d["steps"][0]["state"] == "running")
+
+    daemon.add_workflow("pinned.yaml", "name: pinned\nsteps:\n  - name: x\n    uses: [\n")
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        code, listing = daemon.ctl_json("workflows")
+        if listing["errors"]:
+            break
+        time.sleep(0.1)
+    assert listing["errors"] and "pinned.yaml" in listing["errors"][0]["file"]
+    assert ":" in listing["errors"][0]["error"]
+    assert listing["workflows"][0]["version"] == v1, "the last good version keeps serving"
+
+    daemon.add_workflow("pinned.yaml", GOOD_V2)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        code, listing = daemon.ctl_json("workflows")
+        if listing["workflows"] and listing["workflows"][0]["version"] != v1:
+            break
+        time.sleep(0.1)
+    v2 = listing["workflows"][0]["version"]
+    assert v2 != v1 and not listing["errors"]
+
+    doc = daemon.wait_for(old, lambda d: d["state"] == "completed")
+    assert doc["version"] == v1
+    assert [s["name"] for s in doc["steps"]] == ["first", "second"]
+    code, out = daemon.ctl_json("start", "pinned", "--wait")
+    assert code == 0
+    assert out["instance"]["version"] == v2
+    assert [s["name"] for s in out["instance"]["steps"]] == ["only"]
