@@ -5,7 +5,9 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -68,6 +70,20 @@ struct Live {
   std::optional<Timers::iterator> deadline;
 };
 
+// Counters since this sagad started, for `sagactl stats`.
+struct WorkflowStats {
+  uint64_t started = 0, completed = 0, compensated = 0, failed = 0;
+  std::vector<int64_t> durations_ms;  // the most recent 1024 settled instances
+  uint64_t settled = 0;
+};
+
+double percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(values.size())));
+  return values[std::clamp<size_t>(rank, 1, values.size()) - 1];
+}
+
 StepSchema schema_of(const StepTypeInfo& info) {
   StepSchema schema;
   for (const auto& p : info.params) {
@@ -92,6 +108,20 @@ std::optional<std::string> read_secret(const std::string& dir, const std::string
   std::string value = text.str();
   while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) value.pop_back();
   return value;
+}
+
+// The transition ends in a terminal or parked state.
+bool settled_now(const Transition& t) {
+  if (t.events.empty()) return false;
+  switch (t.events.back().type) {
+    case EventType::instance_completed:
+    case EventType::instance_compensated:
+    case EventType::instance_failed:
+    case EventType::instance_compensation_failed:
+      return true;
+    default:
+      return false;
+  }
 }
 
 void mask(std::string& text, const std::string& secret) {
@@ -135,6 +165,8 @@ class Daemon {
   void handle_list(ControlServer::Call& call);
   void handle_retry_or_cancel(ControlServer::Call& call, bool is_retry);
   json workflows_json() const;
+  json stats_json() const;
+  void count_settled(const Live& live);
   json plugins_json() const;
   Result<json> stored_instance(const std::string& id, bool history);
   std::string new_instance_id();
@@ -165,12 +197,16 @@ class Daemon {
   TimePoint started_at_ = now_ms();
   std::string secrets_dir_;
   uint64_t id_counter_ = std::random_device{}();
+  std::map<std::string, WorkflowStats> stats_;
+  uint64_t compensations_ = 0;
+  uint64_t retries_ = 0;
 };
 
 template <class Handle>
 void close_handle(Handle*& h) {
   if (!h) return;
-  uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* p) { delete reinterpret_cast<Handle*>(p); });
+  uv_close(reinterpret_cast<uv_handle_t*>(h),
+           [](uv_handle_t* p) { delete reinterpret_cast<Handle*>(p); });
   h = nullptr;
 }
 
@@ -178,11 +214,11 @@ Result<void> Daemon::open() {
   std::error_code ec;
   fs::create_directories(config_.state_dir, ec);
   if (ec) {
-    return make_error(ErrorCode::unavailable, "cannot create state directory " +
-                                                  config_.state_dir + ": " + ec.message());
+    return make_error(ErrorCode::unavailable,
+                      "cannot create state directory " + config_.state_dir + ": " + ec.message());
   }
-  auto journal = open_rocksdb_journal((fs::path(config_.state_dir) / "journal").string(),
-                                      config_.durability);
+  auto journal =
+      open_rocksdb_journal((fs::path(config_.state_dir) / "journal").string(), config_.durability);
   if (!journal) return std::unexpected(journal.error());
   journal_ = std::move(*journal);
   secrets_dir_ = config_.secrets_dir;
@@ -234,9 +270,10 @@ void Daemon::recover_instances() {
       if (source && *source) def = workflows_->adopt(**source, version);
     }
     if (!def) {
-      spdlog::error("recovery: instance {} is pinned to workflow version {}, which is not in the "
-                    "journal; it cannot resume",
-                    id, version);
+      spdlog::error(
+          "recovery: instance {} is pinned to workflow version {}, which is not in the "
+          "journal; it cannot resume",
+          id, version);
       continue;
     }
     auto history = journal_->load_history(id);
@@ -261,8 +298,8 @@ void Daemon::recover_instances() {
     commit(ref, recover(*def, ref.inst, now_ms()), false);
     ++resumed;
   }
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - started)
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  started)
                 .count();
   spdlog::info("recovery: resumed {} instances in {} ms", resumed, ms);
 }
@@ -285,7 +322,16 @@ void Daemon::commit(Live& live, Transition&& t, bool created, std::function<void
   w.created_at = live.inst.created_at;
   w.created = created;
   w.events.reserve(t.events.size());
-  for (const auto& e : t.events) w.events.emplace_back(e.seq, event_to_json(e).dump());
+  for (const auto& e : t.events) {
+    w.events.emplace_back(e.seq, event_to_json(e).dump());
+    if (e.type == EventType::compensation_succeeded) ++compensations_;
+    if ((e.type == EventType::step_failed || e.type == EventType::compensation_failed) &&
+        e.retry_at) {
+      ++retries_;
+    }
+    if (e.type == EventType::instance_started) ++stats_[live.inst.workflow].started;
+  }
+  if (settled_now(t)) count_settled(live);
   w.state = instance_to_json(*live.def, live.inst).dump();
   w.terminal = is_terminal(live.inst.state);
   const bool settled = is_settled(live.inst.state);
@@ -330,7 +376,8 @@ void Daemon::perform(Live& live, const Action& a) {
     case Action::Kind::stop_attempts:
       for (auto& r : live.running) r.cancel->store(true);
       if (!live.running.empty()) {
-        add_timer(now_ms() + config_.grace, {live.inst.id, TimerKind::stop_grace, 0, Phase::run, 0});
+        add_timer(now_ms() + config_.grace,
+                  {live.inst.id, TimerKind::stop_grace, 0, Phase::run, 0});
       }
       break;
   }
@@ -344,8 +391,9 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   const Invocation& inv = phase == Phase::run ? sd.run : *sd.compensate;
   const std::string& id = live.inst.id;
   auto fail_now = [&](std::string error) {
-    loop_queue_->post([this, id, r = AttemptResult{step, phase, attempt, Outcome::fail, nullptr,
-                                                   std::move(error)}] { on_attempt_done(id, r); });
+    loop_queue_->post([this, id,
+                       r = AttemptResult{step, phase, attempt, Outcome::fail, nullptr,
+                                         std::move(error)}] { on_attempt_done(id, r); });
   };
   const StepTypeInfo* type = plugins_.find(inv.uses);
   if (!type) {
@@ -458,9 +506,10 @@ void Daemon::on_attempt_done(const std::string& id, const AttemptResult& r) {
 void Daemon::on_journal_failure(const Error& error) {
   if (journal_failed_) return;
   journal_failed_ = true;
-  spdlog::critical("journal write failed: {}. sagad accepts no new work and acts on nothing "
-                   "further; free the disk and restart it: every acknowledged instance resumes",
-                   error.message);
+  spdlog::critical(
+      "journal write failed: {}. sagad accepts no new work and acts on nothing "
+      "further; free the disk and restart it: every acknowledged instance resumes",
+      error.message);
 }
 
 Timers::iterator Daemon::add_timer(TimePoint at, TimerEntry entry) {
@@ -476,8 +525,9 @@ void Daemon::rearm_timer() {
     return;
   }
   auto delay = timers_.begin()->first - now_ms();
-  uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->on_timer_fired(); },
-                 static_cast<uint64_t>(std::max<int64_t>(delay.count(), 0)), 0);
+  uv_timer_start(
+      timer_, [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->on_timer_fired(); },
+      static_cast<uint64_t>(std::max<int64_t>(delay.count(), 0)), 0);
 }
 
 void Daemon::on_timer_fired() {
@@ -569,7 +619,8 @@ std::optional<std::string> string_param(const json& params, const char* key) {
 void Daemon::handle_start(ControlServer::Call& call) {
   const json& p = call.params;
   auto workflow = string_param(p, "workflow");
-  if (!workflow || *workflow == "\x01") return reply_invalid(call, "start needs \"workflow\", a string");
+  if (!workflow || *workflow == "\x01")
+    return reply_invalid(call, "start needs \"workflow\", a string");
   auto id = string_param(p, "id");
   if (id && (*id == "\x01" || id->empty() || id->size() > 128)) {
     return reply_invalid(call, "\"id\" must be a non-empty string of at most 128 characters");
@@ -598,8 +649,8 @@ void Daemon::handle_start(ControlServer::Call& call) {
   }
   DefinitionPtr def = workflows_->find(*workflow);
   if (!def) {
-    return reply_error(call, {ErrorCode::not_found, "no workflow " + *workflow +
-                                                        " (sagactl workflows lists them)"});
+    return reply_error(call, {ErrorCode::not_found,
+                              "no workflow " + *workflow + " (sagactl workflows lists them)"});
   }
   std::vector<std::string> missing;
   for (const auto& key : def->required_input) {
@@ -697,6 +748,76 @@ void Daemon::handle_retry_or_cancel(ControlServer::Call& call, bool is_retry) {
          });
 }
 
+void Daemon::count_settled(const Live& live) {
+  WorkflowStats& ws = stats_[live.inst.workflow];
+  switch (live.inst.state) {
+    case InstanceState::completed:
+      ++ws.completed;
+      break;
+    case InstanceState::compensated:
+      ++ws.compensated;
+      break;
+    default:
+      ++ws.failed;
+      break;
+  }
+  int64_t ms = (live.inst.updated_at - live.inst.created_at).count();
+  if (ws.durations_ms.size() < 1024) {
+    ws.durations_ms.push_back(ms);
+  } else {
+    ws.durations_ms[ws.settled % 1024] = ms;
+  }
+  ++ws.settled;
+}
+
+json Daemon::stats_json() const {
+  json by_state = json::object();
+  for (auto state : {InstanceState::running, InstanceState::compensating, InstanceState::failed,
+                     InstanceState::compensation_failed}) {
+    by_state[std::string(to_string(state))] = 0;
+  }
+  for (const auto& [id, live] : live_) {
+    if (!is_terminal(live->inst.state))
+      by_state[std::string(to_string(live->inst.state))] =
+          by_state[std::string(to_string(live->inst.state))].get<int64_t>() + 1;
+  }
+  uint64_t completed = 0, compensated = 0;
+  json workflows = json::array();
+  for (const auto& [name, ws] : stats_) {
+    completed += ws.completed;
+    compensated += ws.compensated;
+    uint64_t settled = ws.completed + ws.compensated + ws.failed;
+    std::vector<double> d(ws.durations_ms.begin(), ws.durations_ms.end());
+    workflows.push_back(
+        {{"name", name},
+         {"started", ws.started},
+         {"completed", ws.completed},
+         {"compensated", ws.compensated},
+         {"failed", ws.failed},
+         {"success_rate",
+          settled ? static_cast<double>(ws.completed) / static_cast<double>(settled) : 0.0},
+         {"duration_ms",
+          {{"p50", percentile(d, 50)}, {"p90", percentile(d, 90)}, {"p99", percentile(d, 99)}}}});
+  }
+  by_state["completed"] = completed;
+  by_state["compensated"] = compensated;
+  CommitStats cs = writer_->stats();
+  std::vector<double> commit_ms;
+  for (uint32_t us : cs.recent_us) commit_ms.push_back(us / 1000.0);
+  return {
+      {"instances", by_state},
+      {"workflows", workflows},
+      {"compensations", compensations_},
+      {"retries", retries_},
+      {"journal",
+       {{"commits", cs.commits},
+        {"avg_batch",
+         cs.commits ? static_cast<double>(cs.writes) / static_cast<double>(cs.commits) : 0.0},
+        {"commit_ms", {{"p50", percentile(commit_ms, 50)}, {"p99", percentile(commit_ms, 99)}}}}},
+      {"uptime_s",
+       std::chrono::duration_cast<std::chrono::seconds>(now_ms() - started_at_).count()}};
+}
+
 json Daemon::workflows_json() const {
   json list = json::array();
   for (const auto& def : workflows_->current()) {
@@ -709,7 +830,8 @@ json Daemon::workflows_json() const {
                     {"steps", steps}});
   }
   json errors = json::array();
-  for (const auto& e : workflows_->errors()) errors.push_back({{"file", e.file}, {"error", e.error}});
+  for (const auto& e : workflows_->errors())
+    errors.push_back({{"file", e.file}, {"error", e.error}});
   return {{"workflows", std::move(list)}, {"errors", std::move(errors)}};
 }
 
@@ -772,6 +894,7 @@ void Daemon::on_call(ControlServer::Call call) {
                                  {"steps", steps}});
   }
   if (m == "plugins.list") return ControlServer::reply(call.conn, call.id, plugins_json());
+  if (m == "stats") return ControlServer::reply(call.conn, call.id, stats_json());
   if (m == "start" || m == "retry" || m == "cancel") {
     if (journal_failed_) {
       return reply_error(call, {ErrorCode::unavailable,
@@ -859,9 +982,8 @@ int Daemon::run() {
   reload_workflows();
   recover_instances();
 
-  server_ = std::make_unique<ControlServer>(&loop_, [this](ControlServer::Call call) {
-    on_call(std::move(call));
-  });
+  server_ = std::make_unique<ControlServer>(
+      &loop_, [this](ControlServer::Call call) { on_call(std::move(call)); });
   if (auto listening = server_->listen(config_.socket_path); !listening) {
     spdlog::critical("{}", listening.error().message);
     draining_ = true;
@@ -913,8 +1035,8 @@ int Daemon::run() {
       },
       config_.workflows_dir.c_str(), 0);
   if (watched != 0) {
-    spdlog::warn("not watching {} for changes ({}); send SIGHUP to reload",
-                 config_.workflows_dir, uv_strerror(watched));
+    spdlog::warn("not watching {} for changes ({}); send SIGHUP to reload", config_.workflows_dir,
+                 uv_strerror(watched));
     close_handle(watcher_);
   }
 

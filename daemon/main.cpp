@@ -1,4 +1,5 @@
 // sagad: flags and configuration, logging, then the daemon.
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
@@ -46,7 +47,7 @@ void setup_logging(const std::string& level) {
 // Reads the YAML config file into `config`; keys are the long flag names.
 bool read_config_file(const std::string& path, saga::Config& config, std::string& log_level,
                       const std::set<std::string>& from_flags, std::string& error) {
-  static const std::set<std::string> kKeys = {"workflows", "plugins",  "state",   "socket",
+  static const std::set<std::string> kKeys = {"workflows", "plugins",    "state",     "socket",
                                               "workers",   "durability", "retention", "secrets",
                                               "log-level", "grace"};
   YAML::Node root;
@@ -95,7 +96,8 @@ bool read_config_file(const std::string& path, saga::Config& config, std::string
       if (key == "durability" || key == "retention" || key == "grace") {
         auto text = v.as<std::string>();
         if (key == "durability") {
-          if (text != "sync" && text != "async") throw YAML::Exception(v.Mark(), "durability is sync or async");
+          if (text != "sync" && text != "async")
+            throw YAML::Exception(v.Mark(), "durability is sync or async");
           config.durability = text == "sync" ? saga::Durability::sync : saga::Durability::async;
         } else {
           auto d = saga::parse_duration(text);

@@ -1,9 +1,11 @@
 // A blocking client for the control socket, used by sagactl, saga-bench and tests.
 #pragma once
 
+#include <expected>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "control/protocol.hpp"
 

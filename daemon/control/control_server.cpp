@@ -1,0 +1,245 @@
+#include "control/control_server.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace saga {
+
+namespace {
+
+// A client that does not read its replies is cut off before it costs more than this.
+constexpr size_t kMaxQueuedBytes = 8 << 20;
+
+bool someone_answers(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  bool alive = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return alive;
+}
+
+}  // namespace
+
+class ControlServer::Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(ControlServer& server) : server_(&server), pipe_(new uv_pipe_t) {
+    uv_pipe_init(server.loop_, pipe_, 0);
+    pipe_->data = this;
+  }
+
+  bool accept(uv_stream_t* listener) {
+    if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(pipe_)) != 0) return false;
+    uv_os_fd_t fd;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(pipe_), &fd) == 0) {
+      ucred cred{};
+      socklen_t len = sizeof(cred);
+      if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+        peer_ = {cred.uid, cred.gid, cred.pid};
+      }
+    }
+    uv_read_start(
+        reinterpret_cast<uv_stream_t*>(pipe_),
+        [](uv_handle_t*, size_t suggested, uv_buf_t* buf) {
+          buf->base = new char[suggested];
+          buf->len = suggested;
+        },
+        [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+          auto* self = static_cast<Connection*>(s->data);
+          if (self && n > 0) self->on_data(std::string_view(buf->base, static_cast<size_t>(n)));
+          delete[] buf->base;
+          if (self && n < 0) self->shutdown();
+        });
+    return true;
+  }
+
+  void send(const nlohmann::json& message) {
+    if (closing_) return;
+    auto* text = new std::string(message.dump() + "\n");
+    if (queued_ + text->size() > kMaxQueuedBytes) {
+      delete text;
+      spdlog::warn("control: a client that does not read its replies was disconnected");
+      shutdown();
+      return;
+    }
+    queued_ += text->size();
+    auto* req = new uv_write_t;
+    req->data = text;
+    uv_buf_t buf = uv_buf_init(text->data(), static_cast<unsigned>(text->size()));
+    // The shared_ptr inside keeps the connection alive until the write completes.
+    struct Pending {
+      std::string* text;
+      std::shared_ptr<Connection> self;
+    };
+    req->data = new Pending{text, shared_from_this()};
+    int rc = uv_write(req, reinterpret_cast<uv_stream_t*>(pipe_), &buf, 1, [](uv_write_t* r, int) {
+      auto* p = static_cast<Pending*>(r->data);
+      p->self->queued_ -= p->text->size();
+      if (p->self->close_after_write_ && p->self->queued_ == 0) p->self->shutdown();
+      delete p->text;
+      delete p;
+      delete r;
+    });
+    if (rc != 0) {
+      auto* p = static_cast<Pending*>(req->data);
+      queued_ -= text->size();
+      delete p->text;
+      delete p;
+      delete req;
+      shutdown();
+    }
+  }
+
+  void shutdown() {
+    if (closing_) return;
+    closing_ = true;
+    pipe_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(pipe_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+    if (server_) server_->forget(this);
+  }
+
+  void detach() { server_ = nullptr; }
+  bool closing() const { return closing_; }
+
+ private:
+  void on_data(std::string_view data) {
+    auto keep = shared_from_this();  // a handler may close the connection
+    std::vector<std::string> lines;
+    bool ok = buffer_.feed(data, lines);
+    for (auto& line : lines) {
+      if (closing_ || close_after_write_) return;
+      handle_line(line);
+    }
+    if (!ok && !closing_) {
+      send(rpc::make_error(nullptr, rpc::kInvalidRequest,
+                           "request larger than 1 MiB; the connection is closed"));
+      close_after_write_ = true;
+      uv_read_stop(reinterpret_cast<uv_stream_t*>(pipe_));
+      if (queued_ == 0) shutdown();
+    }
+  }
+
+  void handle_line(const std::string& line) {
+    if (line.find_first_not_of(" \t") == std::string::npos) return;
+    auto message = nlohmann::json::parse(line, nullptr, false);
+    if (message.is_discarded()) {
+      send(rpc::make_error(nullptr, rpc::kParseError, "parse error: the line is not valid JSON"));
+      return;
+    }
+    int code = 0;
+    std::string error;
+    auto request = rpc::parse_request(message, code, error);
+    if (!request) {
+      nlohmann::json id = message.is_object() ? message.value("id", nlohmann::json()) : nullptr;
+      send(rpc::make_error(id, code, error));
+      return;
+    }
+    if (!server_) return;
+    server_->handler_(Call{weak_from_this(), request->id, std::move(request->method),
+                           std::move(request->params), peer_});
+  }
+
+  ControlServer* server_;
+  uv_pipe_t* pipe_;
+  rpc::LineBuffer buffer_;
+  Peer peer_;
+  size_t queued_ = 0;
+  bool closing_ = false;
+  bool close_after_write_ = false;
+};
+
+ControlServer::ControlServer(uv_loop_t* loop, Handler handler)
+    : loop_(loop), handler_(std::move(handler)) {}
+
+ControlServer::~ControlServer() {
+  close();
+}
+
+Result<void> ControlServer::listen(const std::string& path) {
+  sockaddr_un probe{};
+  if (path.size() >= sizeof(probe.sun_path)) {
+    return make_error(ErrorCode::invalid_argument, "socket path " + path + " is too long");
+  }
+  if (::access(path.c_str(), F_OK) == 0) {
+    if (someone_answers(path)) {
+      return make_error(ErrorCode::already_exists,
+                        "another sagad is already listening on " + path +
+                            "; stop it or give this one another --socket");
+    }
+    ::unlink(path.c_str());  // left behind by a process that died
+  }
+  pipe_ = new uv_pipe_t;
+  uv_pipe_init(loop_, pipe_, 0);
+  pipe_->data = this;
+  int rc = uv_pipe_bind(pipe_, path.c_str());
+  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(pipe_), 128, &on_connection);
+  if (rc != 0) {
+    uv_close(reinterpret_cast<uv_handle_t*>(pipe_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+    pipe_ = nullptr;
+    return make_error(ErrorCode::unavailable, "cannot listen on " + path + ": " + uv_strerror(rc));
+  }
+  ::chmod(path.c_str(), 0660);
+  path_ = path;
+  return {};
+}
+
+void ControlServer::on_connection(uv_stream_t* listener, int status) {
+  auto* self = static_cast<ControlServer*>(listener->data);
+  if (status != 0 || !self) return;
+  auto conn = std::make_shared<Connection>(*self);
+  if (!conn->accept(listener)) {
+    conn->shutdown();
+    return;
+  }
+  self->connections_[conn.get()] = conn;
+}
+
+void ControlServer::forget(Connection* conn) {
+  connections_.erase(conn);
+}
+
+void ControlServer::close() {
+  if (pipe_) {
+    pipe_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(pipe_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+    pipe_ = nullptr;
+    if (!path_.empty()) ::unlink(path_.c_str());
+  }
+  auto conns = std::move(connections_);
+  connections_.clear();
+  for (auto& [ptr, conn] : conns) {
+    conn->detach();
+    conn->shutdown();
+  }
+}
+
+void ControlServer::reply(const std::weak_ptr<Connection>& conn, const nlohmann::json& id,
+                          nlohmann::json result) {
+  if (auto c = conn.lock()) c->send(rpc::make_result(id, std::move(result)));
+}
+
+void ControlServer::reply_error(const std::weak_ptr<Connection>& conn, const nlohmann::json& id,
+                                int code, std::string_view message) {
+  if (auto c = conn.lock()) c->send(rpc::make_error(id, code, message));
+}
+
+bool ControlServer::notify(const std::weak_ptr<Connection>& conn, std::string_view method,
+                           nlohmann::json params) {
+  auto c = conn.lock();
+  if (!c || c->closing()) return false;
+  c->send(rpc::make_notification(method, std::move(params)));
+  return !c->closing();
+}
+
+}  // namespace saga

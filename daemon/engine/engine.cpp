@@ -90,7 +90,9 @@ void start_attempt(Emitter& em, uint32_t step, Phase phase) {
   em.act(Action{Action::Kind::run_attempt, step, phase, attempt, {}});
 }
 
-bool due(const AttemptCounter& c, TimePoint now) { return !c.retry_at || *c.retry_at <= now; }
+bool due(const AttemptCounter& c, TimePoint now) {
+  return !c.retry_at || *c.retry_at <= now;
+}
 
 void advance_compensation(Emitter& em) {
   const Definition& def = em.def();
@@ -218,7 +220,8 @@ void apply(const Definition& def, Instance& inst, const Event& e) {
       s.ended_at = e.at;
       inst.completion_order.push_back(*def.step_index(e.step));
       // It finished after a cancel: it gets undone with the others.
-      if (inst.state == InstanceState::compensating && def.steps[inst.completion_order.back()].compensate) {
+      if (inst.state == InstanceState::compensating &&
+          def.steps[inst.completion_order.back()].compensate) {
         s.compensation = CompensationState::pending;
       }
       break;

@@ -14,21 +14,21 @@ namespace saga {
 using json = nlohmann::json;
 
 enum class EventType {
-  instance_started,             // workflow, version, input, deadline, uid
-  step_started,                 // step, attempt
-  step_succeeded,               // step, attempt, output
-  step_failed,                  // step, attempt, error, retry_at (set: a retry is scheduled)
-  step_interrupted,             // step, attempt: running when sagad stopped; not counted
-  compensation_started,         // step, attempt
-  compensation_succeeded,       // step, attempt
-  compensation_failed,          // step, attempt, error, retry_at
-  compensation_interrupted,     // step, attempt
-  instance_compensating,        // cause, reason, uid
-  instance_completed,           //
-  instance_compensated,         //
-  instance_failed,              // step, error
+  instance_started,              // workflow, version, input, deadline, uid
+  step_started,                  // step, attempt
+  step_succeeded,                // step, attempt, output
+  step_failed,                   // step, attempt, error, retry_at (set: a retry is scheduled)
+  step_interrupted,              // step, attempt: running when sagad stopped; not counted
+  compensation_started,          // step, attempt
+  compensation_succeeded,        // step, attempt
+  compensation_failed,           // step, attempt, error, retry_at
+  compensation_interrupted,      // step, attempt
+  instance_compensating,         // cause, reason, uid
+  instance_completed,            //
+  instance_compensated,          //
+  instance_failed,               // step, error
   instance_compensation_failed,  // step, error
-  instance_retried,             // step (the --from step, or empty), input (when replaced), uid
+  instance_retried,              // step (the --from step, or empty), input (when replaced), uid
 };
 
 std::string_view to_string(EventType t);

@@ -4,47 +4,68 @@ namespace saga {
 
 std::string_view to_string(InstanceState s) {
   switch (s) {
-    case InstanceState::running: return "running";
-    case InstanceState::completed: return "completed";
-    case InstanceState::compensating: return "compensating";
-    case InstanceState::compensated: return "compensated";
-    case InstanceState::failed: return "failed";
-    case InstanceState::compensation_failed: return "compensation_failed";
+    case InstanceState::running:
+      return "running";
+    case InstanceState::completed:
+      return "completed";
+    case InstanceState::compensating:
+      return "compensating";
+    case InstanceState::compensated:
+      return "compensated";
+    case InstanceState::failed:
+      return "failed";
+    case InstanceState::compensation_failed:
+      return "compensation_failed";
   }
   return "unknown";
 }
 
 std::string_view to_string(StepState s) {
   switch (s) {
-    case StepState::pending: return "pending";
-    case StepState::running: return "running";
-    case StepState::succeeded: return "succeeded";
-    case StepState::failed: return "failed";
-    case StepState::skipped: return "skipped";
-    case StepState::compensating: return "compensating";
-    case StepState::compensated: return "compensated";
-    case StepState::compensation_failed: return "compensation_failed";
+    case StepState::pending:
+      return "pending";
+    case StepState::running:
+      return "running";
+    case StepState::succeeded:
+      return "succeeded";
+    case StepState::failed:
+      return "failed";
+    case StepState::skipped:
+      return "skipped";
+    case StepState::compensating:
+      return "compensating";
+    case StepState::compensated:
+      return "compensated";
+    case StepState::compensation_failed:
+      return "compensation_failed";
   }
   return "unknown";
 }
 
 std::string_view to_string(CompensationState s) {
   switch (s) {
-    case CompensationState::none: return "none";
-    case CompensationState::pending: return "pending";
-    case CompensationState::running: return "running";
-    case CompensationState::compensated: return "compensated";
-    case CompensationState::failed: return "failed";
+    case CompensationState::none:
+      return "none";
+    case CompensationState::pending:
+      return "pending";
+    case CompensationState::running:
+      return "running";
+    case CompensationState::compensated:
+      return "compensated";
+    case CompensationState::failed:
+      return "failed";
   }
   return "unknown";
 }
 
-std::string_view to_string(Phase p) { return p == Phase::run ? "run" : "compensate"; }
+std::string_view to_string(Phase p) {
+  return p == Phase::run ? "run" : "compensate";
+}
 
 std::optional<InstanceState> parse_instance_state(std::string_view s) {
-  for (auto state : {InstanceState::running, InstanceState::completed, InstanceState::compensating,
-                     InstanceState::compensated, InstanceState::failed,
-                     InstanceState::compensation_failed}) {
+  for (auto state :
+       {InstanceState::running, InstanceState::completed, InstanceState::compensating,
+        InstanceState::compensated, InstanceState::failed, InstanceState::compensation_failed}) {
     if (to_string(state) == s) return state;
   }
   return std::nullopt;
@@ -64,7 +85,9 @@ json optional_time(const std::optional<TimePoint>& t) {
   return t ? json(format_rfc3339(*t)) : json(nullptr);
 }
 
-json optional_text(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
+json optional_text(const std::string& s) {
+  return s.empty() ? json(nullptr) : json(s);
+}
 
 }  // namespace
 

@@ -13,7 +13,14 @@
 
 namespace saga {
 
-enum class InstanceState { running, completed, compensating, compensated, failed, compensation_failed };
+enum class InstanceState {
+  running,
+  completed,
+  compensating,
+  compensated,
+  failed,
+  compensation_failed
+};
 enum class StepState {
   pending,
   running,
@@ -40,8 +47,8 @@ bool is_settled(InstanceState s);
 
 // Attempts of one phase of a step.
 struct AttemptCounter {
-  uint32_t attempts = 0;      // attempts started, ever (attempt numbers keep counting)
-  uint32_t budget_base = 0;   // attempts that do not count against max_attempts
+  uint32_t attempts = 0;     // attempts started, ever (attempt numbers keep counting)
+  uint32_t budget_base = 0;  // attempts that do not count against max_attempts
   bool running = false;
   std::optional<TimePoint> retry_at;  // waiting for a durable backoff timer
   std::string error;                  // the last attempt's error

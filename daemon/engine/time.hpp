@@ -16,8 +16,12 @@ using TimePoint = std::chrono::time_point<std::chrono::system_clock, Millis>;
 inline TimePoint now_ms() {
   return std::chrono::time_point_cast<Millis>(std::chrono::system_clock::now());
 }
-inline int64_t to_unix_ms(TimePoint t) { return t.time_since_epoch().count(); }
-inline TimePoint from_unix_ms(int64_t ms) { return TimePoint(Millis(ms)); }
+inline int64_t to_unix_ms(TimePoint t) {
+  return t.time_since_epoch().count();
+}
+inline TimePoint from_unix_ms(int64_t ms) {
+  return TimePoint(Millis(ms));
+}
 
 // RFC 3339 UTC with milliseconds: 2026-11-23T10:00:00.123Z.
 std::string format_rfc3339(TimePoint t);

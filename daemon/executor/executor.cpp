@@ -6,7 +6,9 @@ Executor::Executor(LoopQueue& results, size_t workers) : results_(results) {
   for (size_t i = 0; i < workers; ++i) threads_.emplace_back([this] { work(); });
 }
 
-Executor::~Executor() { stop(); }
+Executor::~Executor() {
+  stop();
+}
 
 void Executor::submit(Job job) {
   {

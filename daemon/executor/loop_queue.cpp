@@ -18,7 +18,9 @@ void LoopQueue::post(std::function<void()> fn) {
   uv_async_send(async_);
 }
 
-void LoopQueue::on_async(uv_async_t* handle) { static_cast<LoopQueue*>(handle->data)->drain(); }
+void LoopQueue::on_async(uv_async_t* handle) {
+  static_cast<LoopQueue*>(handle->data)->drain();
+}
 
 void LoopQueue::drain() {
   std::vector<std::function<void()>> batch;

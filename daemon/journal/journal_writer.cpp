@@ -4,10 +4,16 @@
 
 namespace saga {
 
+namespace {
+constexpr size_t kRecent = 1024;
+}  // namespace
+
 JournalWriter::JournalWriter(Journal& journal, Deliver deliver)
     : journal_(journal), deliver_(std::move(deliver)), thread_([this] { run(); }) {}
 
-JournalWriter::~JournalWriter() { stop(); }
+JournalWriter::~JournalWriter() {
+  stop();
+}
 
 void JournalWriter::submit(InstanceWrite write, std::function<void()> on_durable) {
   {
@@ -61,6 +67,11 @@ void JournalWriter::run() {
       ++stats_.commits;
       stats_.writes += batch.instances.size();
       stats_.total_us += static_cast<uint64_t>(us);
+      if (stats_.recent_us.size() < kRecent) {
+        stats_.recent_us.push_back(static_cast<uint32_t>(us));
+      } else {
+        stats_.recent_us[stats_.commits % kRecent] = static_cast<uint32_t>(us);
+      }
     }
     deliver_(std::move(callbacks), std::nullopt);
   }

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -18,6 +20,7 @@ struct CommitStats {
   uint64_t commits = 0;
   uint64_t writes = 0;  // instance writes, summed over commits
   uint64_t total_us = 0;
+  std::vector<uint32_t> recent_us;  // latency of the most recent commits (up to 1024)
 };
 
 class JournalWriter {
@@ -25,8 +28,8 @@ class JournalWriter {
   // Called on the writer thread after each commit with the callbacks of the writes it made
   // durable, in submission order, or with the error that stopped the writer. The daemon hands
   // them to its loop thread.
-  using Deliver = std::function<void(std::vector<std::function<void()>> durable,
-                                     std::optional<Error> error)>;
+  using Deliver =
+      std::function<void(std::vector<std::function<void()>> durable, std::optional<Error> error)>;
 
   // `journal` must outlive the writer.
   JournalWriter(Journal& journal, Deliver deliver);
@@ -48,11 +51,11 @@ class JournalWriter {
   Deliver deliver_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  CommitBatch pending_;                              // guarded by mu_
-  std::vector<std::function<void()>> callbacks_;     // guarded by mu_
-  bool stopping_ = false;                            // guarded by mu_
-  bool failed_ = false;                              // guarded by mu_
-  CommitStats stats_;                                // guarded by mu_
+  CommitBatch pending_;                           // guarded by mu_
+  std::vector<std::function<void()>> callbacks_;  // guarded by mu_
+  bool stopping_ = false;                         // guarded by mu_
+  bool failed_ = false;                           // guarded by mu_
+  CommitStats stats_;                             // guarded by mu_
   std::thread thread_;
 };
 

@@ -41,9 +41,9 @@ class WorkflowRegistry {
     DefinitionPtr good;
   };
   StepSchemaLookup lookup_;
-  std::map<std::string, FileEntry> files_;              // path -> last good
-  std::map<std::string, DefinitionPtr> by_name_;        // current
-  std::map<std::string, DefinitionPtr> by_version_;     // every version seen
+  std::map<std::string, FileEntry> files_;           // path -> last good
+  std::map<std::string, DefinitionPtr> by_name_;     // current
+  std::map<std::string, DefinitionPtr> by_version_;  // every version seen
   std::vector<LoadError> errors_;
 };
 

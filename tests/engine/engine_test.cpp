@@ -63,7 +63,11 @@ struct Sim {
               std::string error = "boom") {
     uint32_t i = *def.step_index(step);
     const auto& c = phase == Phase::run ? inst.steps[i].run : inst.steps[i].comp;
-    AttemptResult r{i, phase, c.attempts, outcome, outcome == Outcome::ok ? json{{"from", step}} : json(),
+    AttemptResult r{i,
+                    phase,
+                    c.attempts,
+                    outcome,
+                    outcome == Outcome::ok ? json{{"from", step}} : json(),
                     outcome == Outcome::ok ? "" : error};
     take(on_attempt_result(def, inst, r, now));
   }
@@ -78,7 +82,8 @@ struct Sim {
   std::vector<std::string> dispatched(Phase phase = Phase::run) const {
     std::vector<std::string> out;
     for (const auto& a : actions) {
-      if (a.kind == Action::Kind::run_attempt && a.phase == phase) out.push_back(def.steps[a.step].name);
+      if (a.kind == Action::Kind::run_attempt && a.phase == phase)
+        out.push_back(def.steps[a.step].name);
     }
     return out;
   }

@@ -27,7 +27,7 @@ def test_hello_completes_and_is_listed(daemon):
     inst = out["instance"]
     assert inst["state"] == "completed"
     assert [s["state"] for s in inst["steps"]] == ["succeeded"] * 3
-    assert inst["steps"][1]["output"]["message"] == "hello, world"
+    assert inst["steps"][1]["output"]["message"] == "hello from hello"
     assert inst["steps"][1]["output"]["instance"] == out["id"]
 
     doc = daemon.inspect(out["id"])

@@ -23,11 +23,14 @@ class SlowJournal : public Journal {
     definitions += batch.definitions.size();
     return {};
   }
-  Result<std::optional<std::string>> load_state(const std::string&) override { return std::nullopt; }
+  Result<std::optional<std::string>> load_state(const std::string&) override {
+    return std::nullopt;
+  }
   Result<std::vector<std::string>> load_history(const std::string&) override {
     return std::vector<std::string>{};
   }
-  Result<void> scan_active(const std::function<void(const std::string&, const std::string&)>&) override {
+  Result<void> scan_active(
+      const std::function<void(const std::string&, const std::string&)>&) override {
     return {};
   }
   Result<ListPage> list(const ListFilter&) override { return ListPage{}; }
@@ -59,11 +62,12 @@ TEST_CASE("writes that arrive during a commit go into the next one, in order") {
   std::vector<int> durable;
   std::optional<Error> failure;
   {
-    JournalWriter writer(journal, [&](std::vector<std::function<void()>> done, std::optional<Error> e) {
-      std::lock_guard lock(mu);
-      for (auto& fn : done) fn();
-      if (e) failure = e;
-    });
+    JournalWriter writer(journal,
+                         [&](std::vector<std::function<void()>> done, std::optional<Error> e) {
+                           std::lock_guard lock(mu);
+                           for (auto& fn : done) fn();
+                           if (e) failure = e;
+                         });
     for (int i = 0; i < 200; ++i) {
       writer.submit(write("i" + std::to_string(i)), [&durable, i] { durable.push_back(i); });
     }
@@ -88,11 +92,12 @@ TEST_CASE("a failed commit delivers the error and never the callbacks") {
   std::atomic<int> called{0};
   std::optional<Error> failure;
   std::mutex mu;
-  JournalWriter writer(journal, [&](std::vector<std::function<void()>> done, std::optional<Error> e) {
-    std::lock_guard lock(mu);
-    for (auto& fn : done) fn();
-    if (e) failure = e;
-  });
+  JournalWriter writer(journal,
+                       [&](std::vector<std::function<void()>> done, std::optional<Error> e) {
+                         std::lock_guard lock(mu);
+                         for (auto& fn : done) fn();
+                         if (e) failure = e;
+                       });
   writer.submit(write("a"), [&] { ++called; });
   writer.stop();
   writer.submit(write("b"), [&] { ++called; });

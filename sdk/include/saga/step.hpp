@@ -26,7 +26,12 @@ namespace saga {
 using json = nlohmann::json;
 
 enum class Phase { run = SAGA_PHASE_RUN, compensate = SAGA_PHASE_COMPENSATE };
-enum class LogLevel { debug = SAGA_LOG_DEBUG, info = SAGA_LOG_INFO, warn = SAGA_LOG_WARN, error = SAGA_LOG_ERROR };
+enum class LogLevel {
+  debug = SAGA_LOG_DEBUG,
+  info = SAGA_LOG_INFO,
+  warn = SAGA_LOG_WARN,
+  error = SAGA_LOG_ERROR
+};
 
 enum class ParamType {
   any = SAGA_PARAM_ANY,
@@ -115,8 +120,7 @@ class Context {
   static std::string_view view(saga_str s) { return {s.data, s.size}; }
   static const json& parsed(std::optional<json>& cache, saga_str text) {
     if (!cache) {
-      cache = text.size == 0 ? json::object()
-                             : json::parse(std::string_view(text.data, text.size));
+      cache = text.size == 0 ? json::object() : json::parse(std::string_view(text.data, text.size));
     }
     return *cache;
   }
@@ -158,14 +162,16 @@ struct StepType {
 template <class T>
 StepType step_type(std::string name, std::string description, std::vector<Param> params = {},
                    bool can_compensate = false) {
-  return StepType{std::move(name), std::move(description), std::move(params),
-                  [] { return std::unique_ptr<Step>(std::make_unique<T>()); }, can_compensate,
-                  false};
+  return StepType{std::move(name),   std::move(description),
+                  std::move(params), [] { return std::unique_ptr<Step>(std::make_unique<T>()); },
+                  can_compensate,    false};
 }
 
 namespace detail {
 
-inline saga_str str(const std::string& s) { return saga_str{s.data(), s.size()}; }
+inline saga_str str(const std::string& s) {
+  return saga_str{s.data(), s.size()};
+}
 
 inline void deliver(const saga_attempt* a, const Result& r) {
   if (r.kind() == Result::Kind::ok) {
@@ -222,12 +228,11 @@ class PluginDescriptor {
       const StepType& t = types_[i];
       c_types_.push_back(saga_step_type{
           sizeof(saga_step_type), str(t.name), str(t.description), params_[i].data(),
-          params_[i].size(), t.accepts_any_params ? 1u : 0u,
-          const_cast<StepType*>(&types_[i]), &run_trampoline,
-          t.can_compensate ? &compensate_trampoline : nullptr});
+          params_[i].size(), t.accepts_any_params ? 1u : 0u, const_cast<StepType*>(&types_[i]),
+          &run_trampoline, t.can_compensate ? &compensate_trampoline : nullptr});
     }
-    plugin_ = saga_plugin{SAGA_ABI_MAJOR, SAGA_ABI_MINOR, sizeof(saga_plugin), str(name_),
-                          str(version_), c_types_.data(), c_types_.size()};
+    plugin_ = saga_plugin{SAGA_ABI_MAJOR, SAGA_ABI_MINOR,  sizeof(saga_plugin), str(name_),
+                          str(version_),  c_types_.data(), c_types_.size()};
   }
   PluginDescriptor(const PluginDescriptor&) = delete;
   PluginDescriptor& operator=(const PluginDescriptor&) = delete;
@@ -253,11 +258,10 @@ class PluginDescriptor {
 //
 // The exported symbol is an alias in Boost.DLL's layout (a pointer to the entry function), so
 // the host loads it with boost::dll::import_alias; it stays visible under -fvisibility=hidden.
-#define SAGA_PLUGIN(NAME, VERSION, ...)                                               \
-  static const saga_plugin* saga_plugin_entry_impl() {                                \
-    static const ::saga::detail::PluginDescriptor descriptor(NAME, VERSION,           \
-                                                             __VA_ARGS__);            \
-    return descriptor.get();                                                          \
-  }                                                                                   \
-  extern "C" __attribute__((visibility("default"))) const void* saga_plugin_entry;   \
+#define SAGA_PLUGIN(NAME, VERSION, ...)                                                   \
+  static const saga_plugin* saga_plugin_entry_impl() {                                    \
+    static const ::saga::detail::PluginDescriptor descriptor(NAME, VERSION, __VA_ARGS__); \
+    return descriptor.get();                                                              \
+  }                                                                                       \
+  extern "C" __attribute__((visibility("default"))) const void* saga_plugin_entry;        \
   const void* saga_plugin_entry = reinterpret_cast<const void*>(&saga_plugin_entry_impl)

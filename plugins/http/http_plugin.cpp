@@ -1,0 +1,437 @@
+// The `http` step type: one HTTP request through libcurl, its status mapped to a step result.
+//
+// Each worker thread keeps one curl easy handle for its lifetime: libcurl keeps its connection
+// cache in the handle, so a thread's next request to the same server reuses the connection.
+// The transfer is bounded by the step's `timeout` and the attempt's deadline, and stops when
+// the attempt is cancelled.
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <chrono>
+#include <cstdint>
+#include <expected>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <saga/step.hpp>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using saga::json;
+using saga::Result;
+using namespace std::chrono_literals;
+using Millis = std::chrono::milliseconds;
+
+constexpr Millis kDefaultTimeout = 30s;
+// A response body larger than this is refused: the output lands in the journal.
+constexpr size_t kBodyCap = 16u << 20;
+// How much of an unexpected response's body goes into the error.
+constexpr size_t kErrorBodySnippet = 512;
+
+// Replaces bytes that are not UTF-8 with U+FFFD: headers and bodies become JSON text.
+std::string valid_utf8(std::string_view s) {
+  const std::string dumped =
+      json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
+  return json::parse(dumped).get<std::string>();
+}
+
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+// The same duration syntax as everywhere in a workflow: "250ms", "10s", "1h30m", "2d".
+std::optional<Millis> parse_duration(std::string_view text) {
+  struct Unit {
+    std::string_view suffix;
+    int64_t ms;
+  };
+  // Largest first: units must appear in this order, each at most once.
+  static constexpr std::array<Unit, 5> kUnits{
+      {{"d", 86'400'000}, {"h", 3'600'000}, {"m", 60'000}, {"s", 1'000}, {"ms", 1}}};
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  if (text.empty()) return std::nullopt;
+  int64_t total = 0;
+  size_t next_unit = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    if (!std::isdigit(static_cast<unsigned char>(text[pos]))) return std::nullopt;
+    int64_t number = 0;
+    while (pos < text.size() && std::isdigit(static_cast<unsigned char>(text[pos]))) {
+      const int digit = text[pos] - '0';
+      if (number > (kMax - digit) / 10) return std::nullopt;
+      number = number * 10 + digit;
+      ++pos;
+    }
+    const std::string_view rest = text.substr(pos);
+    std::optional<size_t> unit;
+    for (size_t i = 0; i < kUnits.size(); ++i) {
+      // "ms" before "m": the longer suffix wins when both match.
+      if (rest.starts_with(kUnits[i].suffix) &&
+          (!unit || kUnits[i].suffix.size() > kUnits[*unit].suffix.size())) {
+        unit = i;
+      }
+    }
+    if (!unit || *unit < next_unit) return std::nullopt;
+    pos += kUnits[*unit].suffix.size();
+    next_unit = *unit + 1;
+    if (number > kMax / kUnits[*unit].ms) return std::nullopt;
+    const int64_t part = number * kUnits[*unit].ms;
+    if (total > kMax - part) return std::nullopt;
+    total += part;
+  }
+  return Millis(total);
+}
+
+std::string format_duration(Millis d) {
+  if (d < 1s || d.count() % 1000 != 0) return std::to_string(d.count()) + "ms";
+  return std::to_string(d.count() / 1000) + "s";
+}
+
+// The URL as errors show it: without a password in its userinfo part.
+std::string redacted(const std::string& url) {
+  const size_t scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) return url;
+  const size_t authority = scheme_end + 3;
+  const size_t authority_end = url.find_first_of("/?#", authority);
+  const size_t at = url.rfind('@', authority_end == std::string::npos ? url.size() : authority_end);
+  if (at == std::string::npos || at < authority) return url;
+  return url.substr(0, authority) + "***" + url.substr(at);
+}
+
+// What to send, checked and converted from `with:`.
+struct Request {
+  std::string method = "GET";
+  std::string url;
+  std::vector<std::string> headers;  // "Name: value"
+  bool has_content_type = false;
+  std::optional<std::string> body;
+  bool body_is_json = false;
+  std::vector<long> expect;  // empty: any 2xx
+  Millis timeout = kDefaultTimeout;
+};
+
+bool has_line_break(std::string_view s) {
+  return s.find_first_of("\r\n", 0) != s.npos;
+}
+
+std::expected<Request, std::string> parse_request(const json& params) {
+  if (!params.is_object()) return std::unexpected("`with:` must be an object");
+  Request req;
+  auto field = [&](const char* name) -> const json* {
+    auto it = params.find(name);
+    return it == params.end() || it->is_null() ? nullptr : &*it;
+  };
+
+  if (const json* method = field("method")) {
+    if (!method->is_string() || method->get_ref<const std::string&>().empty()) {
+      return std::unexpected("`method` must be a non-empty string");
+    }
+    req.method.clear();
+    for (char c : method->get_ref<const std::string&>()) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') {
+        return std::unexpected("`method` must be an HTTP method such as GET or POST");
+      }
+      req.method += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    }
+  }
+
+  const json* url = field("url");
+  if (url == nullptr || !url->is_string() || url->get_ref<const std::string&>().empty()) {
+    return std::unexpected("`url` must be a non-empty string");
+  }
+  req.url = url->get<std::string>();
+
+  if (const json* headers = field("headers")) {
+    if (!headers->is_object()) return std::unexpected("`headers` must be an object of Name: value");
+    for (const auto& [name, value] : headers->items()) {
+      if (name.empty() || name.find_first_of(":\r\n \t", 0) != std::string::npos) {
+        return std::unexpected("`headers` has an invalid header name `" + name + "`");
+      }
+      std::string text;
+      if (value.is_string()) {
+        text = value.get<std::string>();
+      } else if (value.is_number() || value.is_boolean()) {
+        text = value.dump();
+      } else {
+        return std::unexpected("`headers." + name + "` must be a string, number or boolean");
+      }
+      if (has_line_break(text) || text.find('\0') != std::string::npos) {
+        return std::unexpected("`headers." + name + "` cannot contain line breaks");
+      }
+      if (lowercase(name) == "content-type") req.has_content_type = true;
+      // "Name;" is how libcurl is told to send a header with an empty value.
+      req.headers.push_back(text.empty() ? name + ";" : name + ": " + text);
+    }
+  }
+
+  const json* json_body = field("json");
+  const json* body = field("body");
+  if (json_body != nullptr && body != nullptr) {
+    return std::unexpected("give either `json` or `body`, not both");
+  }
+  if (json_body != nullptr) {
+    req.body = json_body->dump();
+    req.body_is_json = true;
+  } else if (body != nullptr) {
+    if (!body->is_string()) return std::unexpected("`body` must be a string (use `json` for JSON)");
+    req.body = body->get<std::string>();
+  }
+
+  if (const json* expect = field("expect")) {
+    if (!expect->is_array()) return std::unexpected("`expect` must be a list of HTTP status codes");
+    for (const json& code : *expect) {
+      if (!code.is_number_integer() || code.get<int64_t>() < 100 || code.get<int64_t>() > 599) {
+        return std::unexpected("`expect` must be a list of HTTP status codes (100-599)");
+      }
+      req.expect.push_back(code.get<long>());
+    }
+    if (req.expect.empty()) return std::unexpected("`expect` cannot be empty");
+  }
+
+  if (const json* timeout = field("timeout")) {
+    const std::optional<Millis> parsed =
+        timeout->is_string() ? parse_duration(timeout->get_ref<const std::string&>())
+                             : std::nullopt;
+    if (!parsed || *parsed <= 0ms) {
+      return std::unexpected("`timeout` must be a positive duration such as 10s or 250ms");
+    }
+    req.timeout = *parsed;
+  }
+  return req;
+}
+
+// The calling thread's handle, reset to defaults but keeping its open connections.
+CURL* thread_handle() {
+  static std::once_flag global_init;
+  // Never cleaned up: the plugin is never unloaded, and other threads may be mid-transfer.
+  std::call_once(global_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+
+  struct Handle {
+    CURL* curl = nullptr;
+    ~Handle() {
+      if (curl != nullptr) curl_easy_cleanup(curl);
+    }
+  };
+  thread_local Handle handle;
+  if (handle.curl == nullptr) {
+    handle.curl = curl_easy_init();
+  } else {
+    curl_easy_reset(handle.curl);
+  }
+  return handle.curl;
+}
+
+// What the callbacks collect during one transfer. Lives on the stack of perform().
+struct Transfer {
+  const saga::Context& ctx;
+  std::string body;
+  bool body_too_large = false;
+  std::map<std::string, std::string> headers;  // lowercased name -> value
+};
+
+size_t on_body(char* data, size_t size, size_t count, void* user) {
+  auto& t = *static_cast<Transfer*>(user);
+  const size_t n = size * count;
+  if (t.body.size() + n > kBodyCap) {
+    t.body_too_large = true;
+    return 0;  // makes libcurl stop with CURLE_WRITE_ERROR
+  }
+  t.body.append(data, n);
+  return n;
+}
+
+size_t on_header(char* data, size_t size, size_t count, void* user) {
+  auto& t = *static_cast<Transfer*>(user);
+  const size_t n = size * count;
+  const std::string_view line(data, n);
+  // A status line starts a new response (after "100 Continue", say): only the last one counts.
+  if (line.starts_with("HTTP/")) {
+    t.headers.clear();
+    return n;
+  }
+  const size_t colon = line.find(':');
+  if (colon == std::string_view::npos) return n;
+  const std::string name = lowercase(trim(line.substr(0, colon)));
+  const std::string_view value = trim(line.substr(colon + 1));
+  auto [it, inserted] = t.headers.try_emplace(name, value);
+  // Repeated headers combine as HTTP defines: one value, comma-separated.
+  if (!inserted) it->second.append(", ").append(value);
+  return n;
+}
+
+int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  const auto& t = *static_cast<Transfer*>(user);
+  return t.ctx.cancelled() ? 1 : 0;  // non-zero aborts with CURLE_ABORTED_BY_CALLBACK
+}
+
+struct SlistFree {
+  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
+};
+using Slist = std::unique_ptr<curl_slist, SlistFree>;
+
+bool append(Slist& list, const std::string& line) {
+  curl_slist* grown = curl_slist_append(list.get(), line.c_str());
+  if (grown == nullptr) return false;
+  list.release();
+  list.reset(grown);
+  return true;
+}
+
+// Parsed whenever it is JSON, whatever the content type says: servers often label JSON as
+// text/plain, and a body that does not parse is useless as JSON even when labelled so.
+json response_body(const std::string& body) {
+  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!parsed.is_discarded()) return parsed;
+  return valid_utf8(body);
+}
+
+Result perform(saga::Context& ctx) {
+  auto req = parse_request(ctx.params());
+  if (!req) return Result::fail("http: " + req.error());
+  const std::string target = req->method + " " + redacted(req->url);
+
+  Millis budget = req->timeout;
+  if (const auto deadline = ctx.deadline()) {
+    const auto left = std::chrono::floor<Millis>(*deadline - std::chrono::system_clock::now());
+    if (left <= 0ms) return Result::retry(target + ": timed out before the request was sent");
+    budget = std::min(budget, left);
+  }
+
+  CURL* curl = thread_handle();
+  if (curl == nullptr) return Result::retry(target + ": cannot create a libcurl handle");
+
+  Slist headers;
+  // libcurl would otherwise wait for "100 Continue" before sending a large body: one more
+  // round trip for servers that never send it.
+  bool headers_ok = append(headers, "Expect:");
+  if (req->body_is_json && !req->has_content_type) {
+    headers_ok = headers_ok && append(headers, "Content-Type: application/json");
+  }
+  for (const std::string& h : req->headers) headers_ok = headers_ok && append(headers, h);
+  if (!headers_ok) return Result::retry(target + ": out of memory building headers");
+
+  Transfer t{ctx, {}, false, {}};
+  char error[CURL_ERROR_SIZE] = "";
+  curl_easy_setopt(curl, CURLOPT_URL, req->url.c_str());
+  // A workflow's URL is often templated from data: never let it name file:// or the like.
+  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  // Signals cannot be used for timeouts on a worker thread of a multithreaded daemon.
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(budget.count()));
+  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
+  curl_easy_setopt(curl, CURLOPT_USERAGENT, "saga-http/1.0");
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &on_body);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &on_header);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &t);
+  curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, &on_progress);
+  curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &t);
+
+  if (req->body || req->method == "POST") {
+    // A POST without a body still sends "Content-Length: 0", as servers expect.
+    const std::string& body = req->body ? *req->body : req->body.emplace();
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    curl_easy_setopt(curl, CURLOPT_COPYPOSTFIELDS, body.c_str());
+    if (req->method != "POST") curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method.c_str());
+  } else if (req->method == "HEAD") {
+    curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+  } else if (req->method != "GET") {
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method.c_str());
+  }
+
+  const CURLcode rc = curl_easy_perform(curl);
+  // The handle outlives this call; it must not keep pointers into this frame.
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
+  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, nullptr);
+
+  if (rc != CURLE_OK) {
+    const std::string detail = error[0] != '\0' ? error : curl_easy_strerror(rc);
+    switch (rc) {
+      case CURLE_ABORTED_BY_CALLBACK:
+        return Result::retry(target + ": cancelled");
+      case CURLE_OPERATION_TIMEDOUT:
+        return Result::retry(target + ": timed out after " + format_duration(budget));
+      case CURLE_WRITE_ERROR:
+        if (t.body_too_large) {
+          return Result::fail(target + ": response body larger than " +
+                              std::to_string(kBodyCap >> 20) + " MiB");
+        }
+        return Result::retry(target + ": " + detail);
+      case CURLE_URL_MALFORMAT:
+      case CURLE_UNSUPPORTED_PROTOCOL:
+        return Result::fail(target + ": " + detail);
+      default:
+        // Connection refused, DNS, TLS, a reset: the server may be back on the next attempt.
+        return Result::retry(target + ": " + detail);
+    }
+  }
+
+  long status = 0;
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+
+  json headers_out = json::object();
+  for (const auto& [name, value] : t.headers) headers_out[valid_utf8(name)] = valid_utf8(value);
+  const bool expected = req->expect.empty()
+                            ? status >= 200 && status < 300
+                            : std::ranges::find(req->expect, status) != req->expect.end();
+  if (expected) {
+    return Result::ok(json{
+        {"status", status}, {"headers", std::move(headers_out)}, {"body", response_body(t.body)}});
+  }
+
+  std::string message = target + " returned " + std::to_string(status);
+  const std::string_view snippet = trim(std::string_view(t.body).substr(0, kErrorBodySnippet));
+  if (!snippet.empty()) message += ": " + valid_utf8(snippet);
+  if (status == 429 || status >= 500) return Result::retry(std::move(message));
+  return Result::fail(std::move(message));
+}
+
+class Http final : public saga::Step {
+ public:
+  Result run(saga::Context& ctx) override { return perform(ctx); }
+  // The undo is a request too, given in `compensate.with`.
+  Result compensate(saga::Context& ctx) override { return perform(ctx); }
+};
+
+std::vector<saga::Param> http_params() {
+  using saga::ParamType;
+  return {
+      {"method", ParamType::string, false, "GET", "HTTP method"},
+      {"url", ParamType::string, true, nullptr, "http:// or https:// URL"},
+      {"headers", ParamType::object, false, nullptr, "Request headers, Name: value"},
+      {"json", ParamType::any, false, nullptr,
+       "Request body sent as JSON, with Content-Type: application/json"},
+      {"body", ParamType::string, false, nullptr, "Request body sent as is (instead of json)"},
+      {"expect", ParamType::array, false, nullptr,
+       "Status codes that mean success (default: any 2xx)"},
+      {"timeout", ParamType::string, false, "30s",
+       "Bound on the whole request, within the attempt's timeout"},
+  };
+}
+
+}  // namespace
+
+SAGA_PLUGIN("http", "1.0",
+            {saga::step_type<Http>(
+                "http",
+                "Sends one HTTP request: 2xx (or `expect`) is ok with status, headers and body; "
+                "connection errors, timeouts, 429 and 5xx retry; other statuses fail",
+                http_params(), /*can_compensate=*/true)});
