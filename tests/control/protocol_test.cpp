@@ -1,0 +1,66 @@
+#include "control/protocol.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace saga;
+using namespace saga::rpc;
+
+TEST_CASE("lines are split across reads, with \\r\\n tolerated") {
+  LineBuffer buf(64);
+  std::vector<std::string> lines;
+  CHECK(buf.feed("{\"a\":", lines));
+  CHECK(lines.empty());
+  CHECK(buf.feed("1}\r\n{\"b\":2}\n{\"c\"", lines));
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0] == "{\"a\":1}");
+  CHECK(lines[1] == "{\"b\":2}");
+  CHECK(buf.feed(":3}\n", lines));
+  CHECK(lines.back() == "{\"c\":3}");
+}
+
+TEST_CASE("a line longer than the limit overflows, complete or not") {
+  LineBuffer unfinished(16);
+  std::vector<std::string> lines;
+  CHECK_FALSE(unfinished.feed(std::string(17, 'x'), lines));
+  LineBuffer complete(16);
+  CHECK_FALSE(complete.feed(std::string(17, 'x') + "\n", lines));
+  CHECK(lines.empty());
+  LineBuffer exact(16);
+  CHECK(exact.feed(std::string(16, 'x') + "\n", lines));
+  CHECK(lines.size() == 1);
+}
+
+TEST_CASE("requests are checked for the JSON-RPC 2.0 shape") {
+  int code = 0;
+  std::string error;
+  auto ok = parse_request(json::parse(R"({"jsonrpc":"2.0","id":7,"method":"ping"})"), code, error);
+  REQUIRE(ok);
+  CHECK(ok->id == 7);
+  CHECK(ok->method == "ping");
+  CHECK(ok->params == json::object());
+
+  struct Bad {
+    const char* text;
+    int code;
+  };
+  for (auto [text, expected] :
+       {Bad{R"([1,2])", kInvalidRequest}, Bad{R"({"id":1,"method":"ping"})", kInvalidRequest},
+        Bad{R"({"jsonrpc":"2.0","id":1})", kInvalidRequest},
+        Bad{R"({"jsonrpc":"2.0","id":{},"method":"x"})", kInvalidRequest},
+        Bad{R"({"jsonrpc":"2.0","id":1,"method":"x","params":[1]})", kInvalidParams}}) {
+    INFO(text);
+    CHECK_FALSE(parse_request(json::parse(text), code, error));
+    CHECK(code == expected);
+    CHECK_FALSE(error.empty());
+  }
+}
+
+TEST_CASE("responses and errors carry the id and the version") {
+  CHECK(make_result(3, {{"x", 1}}) == json::parse(R"({"jsonrpc":"2.0","id":3,"result":{"x":1}})"));
+  json e = make_error("a", kNotFound, "no instance x");
+  CHECK(e["error"]["code"] == kNotFound);
+  CHECK(e["id"] == "a");
+  CHECK(error_code_from(error_code_for(ErrorCode::failed_precondition)) ==
+        ErrorCode::failed_precondition);
+  CHECK(make_notification("event", json::object()).contains("id") == false);
+}
