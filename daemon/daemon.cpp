@@ -854,6 +854,7 @@ json Daemon::plugins_json() const {
       types.push_back({{"name", name},
                        {"description", info ? info->description : ""},
                        {"compensates", info && info->can_compensate},
+                       {"accepts_any_params", info && info->accepts_any_params},
                        {"params", std::move(params)}});
     }
     list.push_back({{"name", p.name},

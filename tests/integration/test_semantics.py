@@ -293,3 +293,30 @@ def test_versions_are_pinned_and_a_bad_file_keeps_the_last_good(daemon):
     assert code == 0
     assert out["instance"]["version"] == v2
     assert [s["name"] for s in out["instance"]["steps"]] == ["only"]
+
+
+def test_workflows_validate_without_a_daemon(tmp_path):
+    from conftest import SAGACTL, PLUGINS
+    good = tmp_path / "good.yaml"
+    good.write_text("name: good\nsteps:\n  - {name: a, uses: testing.sleep, with: {ms: 5}}\n")
+    cyclic = tmp_path / "cyclic.yaml"
+    cyclic.write_text("name: cyclic\nsteps:\n  - {name: a, uses: testing.noop, depends_on: [b]}\n"
+                      "  - {name: b, uses: testing.noop, depends_on: [a]}\n")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("name: unknown\nsteps:\n  - name: a\n    uses: testing.nope\n")
+    nosock = ["--socket", str(tmp_path / "none.sock")]
+
+    r = subprocess.run([SAGACTL, *nosock, "workflows", "validate", str(good)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+    r = subprocess.run([SAGACTL, *nosock, "workflows", "validate", str(good), str(cyclic)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert f"{cyclic}:" in r.stderr and "a -> b -> a" in r.stderr or "b -> a -> b" in r.stderr
+    # Without plugins an unknown step type cannot be told; with them it is an error.
+    r = subprocess.run([SAGACTL, *nosock, "workflows", "validate", str(unknown)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0
+    r = subprocess.run([SAGACTL, *nosock, "workflows", "validate", str(unknown), "--plugins",
+                        PLUGINS], capture_output=True, text=True)
+    assert r.returncode == 1 and "testing.nope" in r.stderr and f"{unknown}:4:" in r.stderr
