@@ -41,7 +41,9 @@ class Daemon:
         self.proc = subprocess.Popen(
             [SAGAD, "--workflows", self.workflows, "--plugins", PLUGINS, "--state", self.state,
              "--socket", self.socket, *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT,
+            # Tests talk to loopback only: keep a proxy in the environment out of the way.
+            env=dict(os.environ, no_proxy="*", NO_PROXY="*"))
         log.close()
         if wait:
             self.wait_ready()

@@ -1,0 +1,70 @@
+"""workflows/image-pipeline.yaml end to end: exec and http steps against local fake services."""
+import http.server
+import json
+import os
+import threading
+
+from conftest import SOURCE
+
+
+class Fake(http.server.BaseHTTPRequestHandler):
+    seen = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        Fake.seen.append(("POST", self.path, body))
+        if self.path == "/anonymize":
+            self.reply(200, {"id": "anon-" + body["image"]})
+        else:
+            self.reply(500, {"error": "model overloaded"})
+
+    def do_DELETE(self):
+        Fake.seen.append(("DELETE", self.path, None))
+        self.reply(204, None)
+
+    def reply(self, status, doc):
+        data = b"" if doc is None else json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def serve():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Fake)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_image_pipeline_compensates_http_and_exec_steps(daemon):
+    anonymizer, model = serve(), serve()
+    try:
+        with open(os.path.join(SOURCE, "workflows", "image-pipeline.yaml")) as f:
+            text = f.read()
+        text = text.replace("127.0.0.1:8081", f"127.0.0.1:{anonymizer.server_port}")
+        text = text.replace("127.0.0.1:8082", f"127.0.0.1:{model.server_port}")
+        daemon.add_workflow("image-pipeline.yaml", text)
+        daemon.start()
+        code, out = daemon.ctl_json("start", "image-pipeline", "--input",
+                                    '{"image": "scan-7.png"}', "--wait")
+        assert code == 1
+        inst = out["instance"]
+        assert inst["state"] == "compensated", inst
+        steps = {s["name"]: s for s in inst["steps"]}
+        assert steps["classify"]["attempts"] == 3
+        assert "500" in steps["classify"]["error"]
+        assert steps["publish"]["state"] == "compensated"
+        assert steps["publish"]["output"]["event"] == "image.ready"
+        assert steps["publish"]["output"]["key"] == f"{out['id']}/publish"
+        assert steps["anonymize"]["output"]["body"] == {"id": "anon-scan-7.png"}
+        assert steps["anonymize"]["state"] == "compensated"
+        assert ("DELETE", "/anonymized/anon-scan-7.png", None) in Fake.seen
+        posted = [b for m, p, b in Fake.seen if p == "/anonymize"]
+        assert posted == [{"image": "scan-7.png", "request": out["id"]}]
+    finally:
+        anonymizer.shutdown()
+        model.shutdown()
