@@ -1,13 +1,17 @@
 #include "daemon.hpp"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -133,11 +137,15 @@ void mask(std::string& text, const std::string& secret) {
 class Daemon {
  public:
   explicit Daemon(const Config& config) : config_(config) {}
+  ~Daemon() {
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+  }
   int run();
 
  private:
   // Start-up.
   Result<void> open();
+  Result<void> lock_state_dir();
   void load_plugins();
   void reload_workflows();
   void recover_instances();
@@ -171,6 +179,9 @@ class Daemon {
   Result<json> stored_instance(const std::string& id, bool history);
   std::string new_instance_id();
 
+  // Retention: deletes terminal instances older than --retention, a batch per tick.
+  void expire_instances();
+
   // Shutdown.
   void begin_drain(const char* why);
   void finish_drain();
@@ -189,8 +200,10 @@ class Daemon {
   uv_timer_t* timer_ = nullptr;
   uv_timer_t* drain_timer_ = nullptr;
   uv_timer_t* debounce_ = nullptr;
+  uv_timer_t* retention_timer_ = nullptr;
   uv_fs_event_t* watcher_ = nullptr;
   std::vector<uv_signal_t*> signals_;
+  int lock_fd_ = -1;
   bool draining_ = false;
   bool journal_failed_ = false;
   TimePoint drain_deadline_{};
@@ -210,6 +223,33 @@ void close_handle(Handle*& h) {
   h = nullptr;
 }
 
+// One sagad per state directory: an flock on sagad.lock, which holds the owner's pid so that a
+// second sagad can say who has it. The lock goes with the process, even on kill -9.
+Result<void> Daemon::lock_state_dir() {
+  std::string path = (fs::path(config_.state_dir) / "sagad.lock").string();
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return make_error(ErrorCode::unavailable, "cannot open " + path + ": " + std::strerror(errno) +
+                                                  "; check the state directory's permissions");
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {};
+    ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+    ::close(fd);
+    std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "unknown";
+    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+    return make_error(ErrorCode::unavailable, "state directory " + config_.state_dir +
+                                                  " is in use by another sagad (pid " + pid +
+                                                  "); stop it or give this one another --state");
+  }
+  std::string pid = std::to_string(getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    spdlog::warn("cannot write the pid into {}: {}", path, std::strerror(errno));
+  }
+  lock_fd_ = fd;  // held until the process exits
+  return {};
+}
+
 Result<void> Daemon::open() {
   std::error_code ec;
   fs::create_directories(config_.state_dir, ec);
@@ -217,6 +257,7 @@ Result<void> Daemon::open() {
     return make_error(ErrorCode::unavailable,
                       "cannot create state directory " + config_.state_dir + ": " + ec.message());
   }
+  if (auto locked = lock_state_dir(); !locked) return locked;
   auto journal =
       open_rocksdb_journal((fs::path(config_.state_dir) / "journal").string(), config_.durability);
   if (!journal) return std::unexpected(journal.error());
@@ -912,6 +953,26 @@ void Daemon::on_call(ControlServer::Call call) {
                              "unknown method " + m + "; sagactl --help lists the commands");
 }
 
+void Daemon::expire_instances() {
+  if (journal_failed_ || draining_) return;
+  auto expired = journal_->expired(now_ms() - config_.retention, 200);
+  if (!expired) {
+    spdlog::warn("retention: {}", expired.error().message);
+    return;
+  }
+  for (const auto& id : *expired) {
+    if (find_live(id)) continue;
+    if (auto removed = journal_->remove(id); !removed) {
+      spdlog::warn("retention: {}", removed.error().message);
+      return;
+    }
+  }
+  if (!expired->empty()) {
+    spdlog::info("retention: deleted {} instances that ended more than {} ago", expired->size(),
+                 format_duration(config_.retention));
+  }
+}
+
 void Daemon::begin_drain(const char* why) {
   if (draining_) return;
   draining_ = true;
@@ -950,6 +1011,7 @@ void Daemon::finish_drain() {
   }
   close_handle(timer_);
   close_handle(debounce_);
+  close_handle(retention_timer_);
   for (auto*& s : signals_) close_handle(s);
   loop_queue_->close();
 }
@@ -1040,6 +1102,15 @@ int Daemon::run() {
                  uv_strerror(watched));
     close_handle(watcher_);
   }
+
+  retention_timer_ = new uv_timer_t;
+  uv_timer_init(&loop_, retention_timer_);
+  retention_timer_->data = this;
+  // Small batches, often enough to keep up, never a long stall of the loop.
+  auto tick = std::clamp<int64_t>(config_.retention.count() / 4, 500, 60'000);
+  uv_timer_start(
+      retention_timer_, [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->expire_instances(); },
+      static_cast<uint64_t>(tick), static_cast<uint64_t>(tick));
 
   spdlog::info("sagad {} ready: {} workflows, {} instances in flight, socket {}", SAGA_VERSION,
                workflows_->current().size(), live_.size(), config_.socket_path);

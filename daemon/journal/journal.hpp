@@ -63,6 +63,9 @@ class Journal {
       const std::function<void(const std::string& id, const std::string& state)>& fn) = 0;
   virtual Result<ListPage> list(const ListFilter& filter) = 0;
   virtual Result<std::optional<std::string>> load_definition(const std::string& version) = 0;
+  // Up to `limit` ids of terminal instances whose last transition is older than `cutoff`,
+  // oldest first.
+  virtual Result<std::vector<std::string>> expired(TimePoint cutoff, size_t limit) = 0;
   // Deletes an instance with its history and index entries.
   virtual Result<void> remove(const std::string& id) = 0;
 };
@@ -71,6 +74,7 @@ enum class Durability { sync, async };
 
 // Opens (creating when missing) the RocksDB journal in `dir`. Refuses a journal whose format
 // version it does not know, with a message naming both versions.
-Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Durability durability);
+Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir,
+                                                      Durability durability);
 
 }  // namespace saga

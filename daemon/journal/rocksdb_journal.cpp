@@ -192,6 +192,66 @@ class RocksDbJournal : public Journal {
     return get(kDefinitions, version);
   }
 
+  Result<std::vector<std::string>> expired(TimePoint cutoff, size_t limit) override {
+    std::vector<std::string> out;
+    const auto cutoff_ms = static_cast<uint64_t>(to_unix_ms(cutoff));
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), cfs_[kByCreated]));
+    size_t scanned = 0;
+    // An instance ends after it was created: only those created before the cutoff can qualify.
+    for (it->SeekToFirst(); it->Valid() && out.size() < limit && scanned < 10 * limit;
+         it->Next(), ++scanned) {
+      std::string key = it->key().ToString();
+      if (get_be64(key) >= cutoff_ms) break;
+      std::string id = key.substr(8);
+      auto state = get(kInstances, id);
+      if (!state) return std::unexpected(state.error());
+      if (!*state) continue;
+      auto j = nlohmann::json::parse(**state, nullptr, false);
+      if (j.is_discarded()) continue;
+      std::string s = j.value("state", "");
+      if (s != "completed" && s != "compensated") continue;
+      auto updated = parse_rfc3339(j.value("updated_at", ""));
+      if (updated && *updated < cutoff) out.push_back(std::move(id));
+    }
+    if (!it->status().ok()) return io_error("scanning for expired instances", it->status());
+    return out;
+  }
+
+  Result<std::vector<std::string>> expired(TimePoint cutoff, size_t limit) override {
+    std::vector<std::string> ids;
+    int64_t cutoff_ms = to_unix_ms(cutoff);
+    if (limit == 0 || cutoff_ms <= 0) return ids;
+    // A last transition is never before the creation, so the scan stops at instances created at
+    // the cutoff: retention reads about as much as it deletes, not the whole journal.
+    std::string end;
+    put_be64(end, static_cast<uint64_t>(cutoff_ms));
+    rocksdb::Slice upper(end);
+    rocksdb::ManagedSnapshot snapshot(db_.get());
+    rocksdb::ReadOptions options;
+    options.snapshot = snapshot.snapshot();
+    options.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, cfs_[kByCreated]));
+    for (it->SeekToFirst(); it->Valid() && ids.size() < limit; it->Next()) {
+      std::string id = it->key().ToString().substr(8);
+      auto active = get(options, kActive, id);
+      if (!active) return std::unexpected(active.error());
+      if (*active) continue;
+      auto state = get(options, kInstances, id);
+      if (!state) return std::unexpected(state.error());
+      if (!*state) continue;
+      // An instance whose last transition cannot be read is kept: deleting is not undoable.
+      auto record = nlohmann::json::parse(**state, nullptr, false);
+      if (!record.is_object()) continue;
+      auto updated = record.find("updated_at");
+      if (updated == record.end() || !updated->is_string()) continue;
+      auto at = parse_rfc3339(updated->get_ref<const std::string&>());
+      if (at && *at < cutoff) ids.push_back(std::move(id));
+    }
+    if (!it->status().ok()) return storage_error(dir_, "finding expired instances", it->status());
+    return ids;
+  }
+
   Result<void> remove(const std::string& id) override {
     rocksdb::WriteBatch wb;
     auto created = get(kIndex, id);
@@ -203,7 +263,8 @@ class RocksDbJournal : public Journal {
     wb.Delete(cfs_[kInstances], id);
     wb.Delete(cfs_[kActive], id);
     wb.Delete(cfs_[kIndex], id);
-    auto s = db_->Write(write_, &wb);
+    // Not synced: a deletion lost to a crash is simply made again.
+    auto s = db_->Write(rocksdb::WriteOptions(), &wb);
     if (!s.ok()) return io_error("deleting instance " + id, s);
     return {};
   }

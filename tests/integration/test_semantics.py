@@ -320,3 +320,29 @@ def test_workflows_validate_without_a_daemon(tmp_path):
     r = subprocess.run([SAGACTL, *nosock, "workflows", "validate", str(unknown), "--plugins",
                         PLUGINS], capture_output=True, text=True)
     assert r.returncode == 1 and "testing.nope" in r.stderr and f"{unknown}:4:" in r.stderr
+
+
+def test_retention_deletes_ended_instances(daemon):
+    daemon.extra_args = ["--retention", "1s"]
+    daemon.add_example("hello.yaml")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "hello", "--wait")
+    assert code == 0
+    deadline = time.time() + 15
+    while time.time() < deadline and daemon.ctl("inspect", out["id"]).returncode == 0:
+        time.sleep(0.2)
+    r = daemon.ctl("inspect", out["id"])
+    assert r.returncode == 1 and "no instance" in r.stderr
+    assert "retention: deleted 1" in daemon.log()
+
+
+def test_a_second_sagad_on_the_same_state_names_the_holder(daemon):
+    from conftest import SAGAD, PLUGINS
+    daemon.add_example("hello.yaml")
+    daemon.start()
+    second = subprocess.run([SAGAD, "--workflows", daemon.workflows, "--plugins", PLUGINS,
+                             "--state", daemon.state, "--socket", daemon.socket + "-2"],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode != 0
+    assert f"pid {daemon.proc.pid}" in second.stderr and daemon.state in second.stderr
+    assert daemon.ctl("ping").returncode == 0

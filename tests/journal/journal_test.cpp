@@ -162,3 +162,27 @@ TEST_CASE("a second open of the same directory fails clearly") {
   CHECK(second.error().message.find(dir.path) != std::string::npos);
   CHECK(second.error().message.find("in use") != std::string::npos);
 }
+
+TEST_CASE("expired lists terminal instances that ended before the cutoff, oldest first") {
+  TempDir dir;
+  auto j = open_rocksdb_journal(dir.path, Durability::async);
+  REQUIRE(j.has_value());
+  auto with_time = [](const std::string& s, const std::string& updated) {
+    return "{\"state\":\"" + s + "\",\"updated_at\":\"" + updated + "\"}";
+  };
+  CommitBatch b;
+  b.instances.push_back(write("old-done", 1000, with_time("completed", "2020-01-01T00:00:01.000Z"),
+                              true, 1, 1, true));
+  b.instances.push_back(write("old-running", 1001, with_time("running", "2020-01-01T00:00:01.000Z"),
+                              false, 1, 1, true));
+  b.instances.push_back(write(
+      "old-comp", 1002, with_time("compensated", "2020-01-02T00:00:00.000Z"), true, 1, 1, true));
+  b.instances.push_back(
+      write("recent", 1003, with_time("completed", "2030-01-01T00:00:00.000Z"), true, 1, 1, true));
+  REQUIRE((*j)->commit(b).has_value());
+  auto cutoff = *parse_rfc3339("2021-01-01T00:00:00.000Z");
+  auto ids = (*j)->expired(cutoff, 10);
+  REQUIRE(ids.has_value());
+  CHECK(*ids == std::vector<std::string>{"old-done", "old-comp"});
+  CHECK((*j)->expired(cutoff, 1)->size() == 1);
+}

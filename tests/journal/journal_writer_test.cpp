@@ -37,6 +37,9 @@ class SlowJournal : public Journal {
   Result<std::optional<std::string>> load_definition(const std::string&) override {
     return std::nullopt;
   }
+  Result<std::vector<std::string>> expired(TimePoint, size_t) override {
+    return std::vector<std::string>{};
+  }
   Result<void> remove(const std::string&) override { return {}; }
 
   std::mutex mu;
