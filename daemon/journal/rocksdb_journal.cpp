@@ -218,40 +218,6 @@ class RocksDbJournal : public Journal {
     return out;
   }
 
-  Result<std::vector<std::string>> expired(TimePoint cutoff, size_t limit) override {
-    std::vector<std::string> ids;
-    int64_t cutoff_ms = to_unix_ms(cutoff);
-    if (limit == 0 || cutoff_ms <= 0) return ids;
-    // A last transition is never before the creation, so the scan stops at instances created at
-    // the cutoff: retention reads about as much as it deletes, not the whole journal.
-    std::string end;
-    put_be64(end, static_cast<uint64_t>(cutoff_ms));
-    rocksdb::Slice upper(end);
-    rocksdb::ManagedSnapshot snapshot(db_.get());
-    rocksdb::ReadOptions options;
-    options.snapshot = snapshot.snapshot();
-    options.iterate_upper_bound = &upper;
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, cfs_[kByCreated]));
-    for (it->SeekToFirst(); it->Valid() && ids.size() < limit; it->Next()) {
-      std::string id = it->key().ToString().substr(8);
-      auto active = get(options, kActive, id);
-      if (!active) return std::unexpected(active.error());
-      if (*active) continue;
-      auto state = get(options, kInstances, id);
-      if (!state) return std::unexpected(state.error());
-      if (!*state) continue;
-      // An instance whose last transition cannot be read is kept: deleting is not undoable.
-      auto record = nlohmann::json::parse(**state, nullptr, false);
-      if (!record.is_object()) continue;
-      auto updated = record.find("updated_at");
-      if (updated == record.end() || !updated->is_string()) continue;
-      auto at = parse_rfc3339(updated->get_ref<const std::string&>());
-      if (at && *at < cutoff) ids.push_back(std::move(id));
-    }
-    if (!it->status().ok()) return storage_error(dir_, "finding expired instances", it->status());
-    return ids;
-  }
-
   Result<void> remove(const std::string& id) override {
     rocksdb::WriteBatch wb;
     auto created = get(kIndex, id);
