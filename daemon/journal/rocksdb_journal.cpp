@@ -1,34 +1,52 @@
+// The journal on an embedded RocksDB: one column family per kind of record, every commit a single
+// WriteBatch so that an instance's events, its state and its index entries land together or not at
+// all.
+#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <rocksdb/snapshot.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include <algorithm>
+#include <array>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 #include "journal/journal.hpp"
 
 namespace saga {
 namespace {
 
-constexpr const char* kFormatVersion = "1";
+// Bump when a key or value layout changes, so that an older sagad refuses a newer journal instead
+// of misreading it.
+constexpr std::string_view kFormatVersion = "1";
+constexpr std::string_view kFormatKey = "format_version";
 
-enum Cf {
-  kDefault,
-  kInstances,
-  kHistory,
-  kActive,
-  kByCreated,
-  kIndex,
-  kDefinitions,
-  kMeta,
+// Index into RocksDbJournal::cfs_; kCfNames gives the column family of each.
+enum Cf : size_t {
+  kDefault,      // unused, but RocksDB always has it
+  kInstances,    // id -> state JSON
+  kHistory,      // id '\0' be64(seq) -> event JSON
+  kActive,       // id -> "" while the instance is not terminal
+  kByCreated,    // be64(created ms) id -> "", for list() and expired()
+  kIndex,        // id -> be64(created ms), so that remove() finds the by_created key
+  kDefinitions,  // version -> YAML
+  kMeta,         // format_version -> "1"
   kCfCount
 };
-const char* kCfNames[kCfCount] = {"default",    "instances", "history",     "active",
-                                  "by_created", "index",     "definitions", "meta"};
+constexpr std::array<std::string_view, kCfCount> kCfNames = {
+    "default", "instances", "history", "active", "by_created", "index", "definitions", "meta"};
+
+size_t cf_index(std::string_view name) {
+  return static_cast<size_t>(std::find(kCfNames.begin(), kCfNames.end(), name) - kCfNames.begin());
+}
 
 void put_be64(std::string& out, uint64_t v) {
-  for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (i * 8)) & 0xff));
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    out.push_back(static_cast<char>((v >> shift) & 0xff));
+  }
 }
 
 uint64_t get_be64(std::string_view s) {
@@ -37,146 +55,294 @@ uint64_t get_be64(std::string_view s) {
   return v;
 }
 
-std::string history_prefix(const std::string& id) {
-  return id + std::string(1, '\0');
+// The '\0' separator keeps one id's events apart from those of an id it is a prefix of ("x" and
+// "xy"); it is why ids must not contain '\0'.
+std::string history_prefix(std::string_view id) {
+  std::string key(id);
+  key.push_back('\0');
+  return key;
+}
+// The first key past every history key of `id`.
+std::string history_end(std::string_view id) {
+  std::string key(id);
+  key.push_back('\x01');
+  return key;
+}
+std::string history_key(std::string_view id, uint64_t seq) {
+  std::string key = history_prefix(id);
+  put_be64(key, seq);
+  return key;
 }
 
-std::string created_key(uint64_t created_ms, const std::string& id) {
+// Big-endian so that byte order is time order: list() walks it backwards for newest first.
+std::string by_created_key(uint64_t created_ms, std::string_view id) {
   std::string key;
   put_be64(key, created_ms);
   key += id;
   return key;
 }
 
-std::string to_hex(std::string_view s) {
-  static const char* digits = "0123456789abcdef";
+std::string to_hex(std::string_view bytes) {
+  constexpr std::string_view digits = "0123456789abcdef";
   std::string out;
-  for (unsigned char c : s) {
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
     out.push_back(digits[c >> 4]);
     out.push_back(digits[c & 15]);
   }
   return out;
 }
 
-std::optional<std::string> from_hex(std::string_view s) {
-  if (s.size() % 2 != 0) return std::nullopt;
+std::optional<std::string> from_hex(std::string_view text) {
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  if (text.size() % 2 != 0) return std::nullopt;
   std::string out;
-  for (size_t i = 0; i < s.size(); i += 2) {
-    auto nibble = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      return -1;
-    };
-    int hi = nibble(s[i]), lo = nibble(s[i + 1]);
+  out.reserve(text.size() / 2);
+  for (size_t i = 0; i < text.size(); i += 2) {
+    int hi = nibble(text[i]);
+    int lo = nibble(text[i + 1]);
     if (hi < 0 || lo < 0) return std::nullopt;
     out.push_back(static_cast<char>(hi * 16 + lo));
   }
   return out;
 }
 
-std::unexpected<Error> io_error(const std::string& what, const rocksdb::Status& s) {
-  return make_error(ErrorCode::unavailable, what + ": " + s.ToString());
+const std::string* string_field(const nlohmann::json& record, const char* field) {
+  auto it = record.find(field);
+  if (it == record.end() || !it->is_string()) return nullptr;
+  return &it->get_ref<const std::string&>();
 }
 
-class RocksDbJournal : public Journal {
+bool string_field_is(const nlohmann::json& record, const char* field, const std::string& want) {
+  const std::string* value = string_field(record, field);
+  return value != nullptr && *value == want;
+}
+
+std::unexpected<Error> storage_error(const std::string& dir, const std::string& operation,
+                                     const rocksdb::Status& status) {
+  return make_error(ErrorCode::unavailable,
+                    "journal in " + dir + ": " + operation + " failed: " + status.ToString());
+}
+
+// Options for a daemon meant to stay around 32 MiB RSS on a small machine, where throughput is
+// bounded by fsyncs rather than by RocksDB's memory.
+struct Tuning {
+  rocksdb::DBOptions db;
+  rocksdb::ColumnFamilyOptions cf;
+};
+
+Tuning tuned_options() {
+  Tuning t;
+  t.db.create_if_missing = true;
+  // A fresh journal gets all its column families at open; an existing one only after its format
+  // version has been checked (see open_rocksdb_journal).
+  t.db.create_missing_column_families = true;
+  // Every SST file held open costs a descriptor and a table reader; the daemon also needs
+  // descriptors for sockets and step processes under the usual 1024 soft limit.
+  t.db.max_open_files = 128;
+  // One flush and one compaction at a time are plenty for a journal written at fsync speed, and
+  // leave the cores to the steps.
+  t.db.max_background_jobs = 2;
+  // Each memtable below may reach 4 MiB and 8 column families could add up to 64 MiB; this caps
+  // the sum, flushing the largest column family when it is reached. Writing 60k instances of 8
+  // events peaked at 55 MB RSS with 16 MiB here and 8 MiB memtables, at about 40 MB with these
+  // (10 MB of which the process had before opening the journal).
+  t.db.db_write_buffer_size = 8 << 20;
+  // Rarely written column families (definitions, meta) would otherwise pin old WAL files until
+  // their memtable fills, letting the WAL grow to 4x the sum of all write buffers.
+  t.db.max_total_wal_size = 32 << 20;
+  // Write flush and compaction output back as it goes, instead of one large fsync at the end that
+  // the commits' own fsyncs would queue behind.
+  t.db.bytes_per_sync = 1 << 20;
+  // RocksDB's own LOG in the journal directory: enough to diagnose, bounded on disk.
+  t.db.max_log_file_size = 4 << 20;
+  t.db.keep_log_file_num = 3;
+
+  // 4 MiB per memtable: a busy column family (history) still flushes files of a useful size; two
+  // of them so that writes go on while one is being flushed.
+  t.cf.write_buffer_size = 4 << 20;
+  t.cf.max_write_buffer_number = 2;
+  // Keeps space amplification low while retention deletes old instances.
+  t.cf.level_compaction_dynamic_level_bytes = true;
+
+  rocksdb::BlockBasedTableOptions table;
+  // One small cache shared by every column family (each copy of the options shares the pointer):
+  // recent states and events are still in the memtables, older ones are read rarely (inspect, old
+  // pages of list) and then come from the page cache.
+  table.block_cache = rocksdb::NewLRUCache(4 << 20);
+  // Index and filter blocks count against that cache instead of growing with the number of open
+  // files; level 0's stay pinned because the newest files are the most read.
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  t.cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  return t;
+}
+
+// RocksDB's lock file is held by another process ("While lock file") or by this one ("lock hold by
+// current process"). Failing to create the file ("while open a file for lock") is a different
+// problem and is reported as RocksDB words it.
+bool is_lock_conflict(const rocksdb::Status& s) {
+  if (!s.IsIOError()) return false;
+  std::string text = s.ToString();
+  return text.find("While lock file") != std::string::npos ||
+         text.find("lock hold by current process") != std::string::npos;
+}
+
+// A WriteBatch addressed by Cf. Put and Delete only fail past the batch's 4 GiB limit; the first
+// failure is kept so that the caller reports it once, before anything is written.
+class Batch {
  public:
-  RocksDbJournal(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> cfs,
-                 Durability durability)
-      : db_(std::move(db)), cfs_(std::move(cfs)) {
-    write_.sync = durability == Durability::sync;
+  // `cfs` must outlive the batch.
+  explicit Batch(const std::vector<rocksdb::ColumnFamilyHandle*>& cfs) : cfs_(cfs) {}
+
+  void put(Cf cf, const std::string& key, const std::string& value) {
+    keep(wb_.Put(cfs_[cf], key, value));
+  }
+  void del(Cf cf, const std::string& key) { keep(wb_.Delete(cfs_[cf], key)); }
+  void del_range(Cf cf, const std::string& from, const std::string& to) {
+    keep(wb_.DeleteRange(cfs_[cf], from, to));
+  }
+  const rocksdb::Status& status() const { return status_; }
+  rocksdb::WriteBatch* write_batch() { return &wb_; }
+
+ private:
+  void keep(rocksdb::Status s) {
+    if (!s.ok() && status_.ok()) status_ = std::move(s);
   }
 
+  const std::vector<rocksdb::ColumnFamilyHandle*>& cfs_;
+  rocksdb::WriteBatch wb_;
+  rocksdb::Status status_;
+};
+
+class RocksDbJournal final : public Journal {
+ public:
+  // `cfs` holds kCfCount handles in Cf order, then those of column families this version does not
+  // use; the journal destroys them all.
+  RocksDbJournal(std::string dir, std::unique_ptr<rocksdb::DB> db,
+                 std::vector<rocksdb::ColumnFamilyHandle*> cfs, Durability durability)
+      : dir_(std::move(dir)), db_(std::move(db)), cfs_(std::move(cfs)), durability_(durability) {
+    write_options_.sync = durability == Durability::sync;
+  }
+  RocksDbJournal(const RocksDbJournal&) = delete;
+  RocksDbJournal& operator=(const RocksDbJournal&) = delete;
+
   ~RocksDbJournal() override {
-    for (auto* cf : cfs_) db_->DestroyColumnFamilyHandle(cf);
-    db_->Close();
+    // An async journal's last commits may still sit in the page cache; a clean stop makes them
+    // durable. A failure cannot be acted on here: those commits were acknowledged already.
+    if (durability_ == Durability::async) db_->SyncWAL().PermitUncheckedError();
+    for (auto* cf : cfs_) db_->DestroyColumnFamilyHandle(cf).PermitUncheckedError();
+    db_->Close().PermitUncheckedError();
   }
 
   Result<void> commit(const CommitBatch& batch) override {
-    rocksdb::WriteBatch wb;
-    for (const auto& [version, source] : batch.definitions) {
-      wb.Put(cfs_[kDefinitions], version, source);
-    }
-    std::string key;
+    Batch wb(cfs_);
+    for (const auto& [version, source] : batch.definitions) wb.put(kDefinitions, version, source);
     for (const auto& w : batch.instances) {
-      for (const auto& [seq, event] : w.events) {
-        key = history_prefix(w.id);
-        put_be64(key, seq);
-        wb.Put(cfs_[kHistory], key, event);
+      if (w.id.empty() || w.id.find('\0') != std::string::npos) {
+        return make_error(ErrorCode::invalid_argument,
+                          "instance id \"" + w.id.substr(0, w.id.find('\0')) +
+                              "\" cannot be journaled: ids must be non-empty "
+                              "and free of NUL");
       }
-      wb.Put(cfs_[kInstances], w.id, w.state);
+      for (const auto& [seq, event] : w.events) wb.put(kHistory, history_key(w.id, seq), event);
+      wb.put(kInstances, w.id, w.state);
       if (w.terminal) {
-        wb.Delete(cfs_[kActive], w.id);
+        wb.del(kActive, w.id);
       } else {
-        wb.Put(cfs_[kActive], w.id, "");
+        wb.put(kActive, w.id, "");
       }
       if (w.created) {
         auto ms = static_cast<uint64_t>(to_unix_ms(w.created_at));
-        wb.Put(cfs_[kByCreated], created_key(ms, w.id), "");
         std::string created;
         put_be64(created, ms);
-        wb.Put(cfs_[kIndex], w.id, created);
+        wb.put(kByCreated, by_created_key(ms, w.id), "");
+        wb.put(kIndex, w.id, created);
       }
     }
-    auto s = db_->Write(write_, &wb);
-    if (!s.ok()) return io_error("journal commit failed", s);
+    if (!wb.status().ok()) return storage_error(dir_, "building a commit", wb.status());
+    auto s = db_->Write(write_options_, wb.write_batch());
+    if (!s.ok()) return storage_error(dir_, "commit", s);
     return {};
   }
 
   Result<std::optional<std::string>> load_state(const std::string& id) override {
-    return get(kInstances, id);
+    return get(rocksdb::ReadOptions(), kInstances, id);
   }
 
   Result<std::vector<std::string>> load_history(const std::string& id) override {
-    std::vector<std::string> out;
+    std::vector<std::string> events;
     std::string prefix = history_prefix(id);
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cfs_[kHistory]));
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      out.push_back(it->value().ToString());
+    std::string end = history_end(id);
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions options;
+    // Stops at the id's last event instead of stepping over deleted ranges of other instances to
+    // find out that it was the last.
+    options.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, cfs_[kHistory]));
+    for (it->Seek(prefix); it->Valid(); it->Next()) events.push_back(it->value().ToString());
+    if (!it->status().ok()) {
+      return storage_error(dir_, "reading the history of " + id, it->status());
     }
-    if (!it->status().ok()) return io_error("reading the history of " + id, it->status());
-    return out;
+    return events;
   }
 
   Result<void> scan_active(
       const std::function<void(const std::string&, const std::string&)>& fn) override {
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cfs_[kActive]));
+    rocksdb::ManagedSnapshot snapshot(db_.get());
+    rocksdb::ReadOptions options;
+    options.snapshot = snapshot.snapshot();
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, cfs_[kActive]));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       std::string id = it->key().ToString();
-      auto state = get(kInstances, id);
+      auto state = get(options, kInstances, id);
       if (!state) return std::unexpected(state.error());
       if (*state) fn(id, **state);
     }
-    if (!it->status().ok()) return io_error("scanning active instances", it->status());
+    if (!it->status().ok()) return storage_error(dir_, "scanning active instances", it->status());
     return {};
   }
 
   Result<ListPage> list(const ListFilter& filter) override {
-    ListPage page;
-    std::unique_ptr<rocksdb::Iterator> it(
-        db_->NewIterator(rocksdb::ReadOptions(), cfs_[kByCreated]));
+    if (filter.limit == 0) {
+      return make_error(ErrorCode::invalid_argument, "list limit must be at least 1");
+    }
+    // One snapshot for the index and the states, so that a page is one point in time.
+    rocksdb::ManagedSnapshot snapshot(db_.get());
+    rocksdb::ReadOptions options;
+    options.snapshot = snapshot.snapshot();
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, cfs_[kByCreated]));
     if (filter.cursor) {
       auto key = from_hex(*filter.cursor);
-      if (!key || key->size() < 8) {
+      if (!key || key->size() <= 8) {
         return make_error(ErrorCode::invalid_argument,
-                          "bad cursor " + *filter.cursor + "; pass the next_cursor of a page");
+                          "malformed list cursor \"" + filter.cursor->substr(0, 64) +
+                              "\"; pass the next_cursor of the previous page unchanged");
       }
+      // The cursor is the last item already returned; if it was removed since, SeekForPrev lands on
+      // the next older one, which is where the page goes on anyway.
       it->SeekForPrev(*key);
       if (it->Valid() && it->key() == rocksdb::Slice(*key)) it->Prev();
     } else {
       it->SeekToLast();
     }
+    ListPage page;
     std::string last_key;
     for (; it->Valid(); it->Prev()) {
       std::string id = it->key().ToString().substr(8);
-      auto state = get(kInstances, id);
+      auto state = get(options, kInstances, id);
       if (!state) return std::unexpected(state.error());
       if (!*state) continue;
-      if (filter.state || filter.workflow) {
-        auto j = nlohmann::json::parse(**state, nullptr, false);
-        if (j.is_discarded()) continue;
-        if (filter.state && j.value("state", "") != *filter.state) continue;
-        if (filter.workflow && j.value("workflow", "") != *filter.workflow) continue;
-      }
+      // A damaged record is left out rather than failing every listing; recovery reports it.
+      auto record = nlohmann::json::parse(**state, nullptr, false);
+      if (!record.is_object()) continue;
+      if (filter.state && !string_field_is(record, "state", *filter.state)) continue;
+      if (filter.workflow && !string_field_is(record, "workflow", *filter.workflow)) continue;
+      // Only a further match proves that there is another page.
       if (page.states.size() == filter.limit) {
         page.next_cursor = to_hex(last_key);
         break;
@@ -184,124 +350,191 @@ class RocksDbJournal : public Journal {
       page.states.push_back(std::move(**state));
       last_key = it->key().ToString();
     }
-    if (!it->status().ok()) return io_error("listing instances", it->status());
+    if (!it->status().ok()) return storage_error(dir_, "listing instances", it->status());
     return page;
   }
 
   Result<std::optional<std::string>> load_definition(const std::string& version) override {
-    return get(kDefinitions, version);
+    return get(rocksdb::ReadOptions(), kDefinitions, version);
   }
 
   Result<std::vector<std::string>> expired(TimePoint cutoff, size_t limit) override {
-    std::vector<std::string> out;
-    const auto cutoff_ms = static_cast<uint64_t>(to_unix_ms(cutoff));
-    std::unique_ptr<rocksdb::Iterator> it(
-        db_->NewIterator(rocksdb::ReadOptions(), cfs_[kByCreated]));
-    size_t scanned = 0;
-    // An instance ends after it was created: only those created before the cutoff can qualify.
-    for (it->SeekToFirst(); it->Valid() && out.size() < limit && scanned < 10 * limit;
-         it->Next(), ++scanned) {
-      std::string key = it->key().ToString();
-      if (get_be64(key) >= cutoff_ms) break;
-      std::string id = key.substr(8);
-      auto state = get(kInstances, id);
+    std::vector<std::string> ids;
+    int64_t cutoff_ms = to_unix_ms(cutoff);
+    if (limit == 0 || cutoff_ms <= 0) return ids;
+    // A last transition never precedes the creation, so the scan ends at instances created at the
+    // cutoff: retention reads about as much as it deletes, not the whole journal. It has no other
+    // bound, so that old instances which must stay (failed ones) cannot starve the rest.
+    std::string end;
+    put_be64(end, static_cast<uint64_t>(cutoff_ms));
+    rocksdb::Slice upper(end);
+    rocksdb::ManagedSnapshot snapshot(db_.get());
+    rocksdb::ReadOptions options;
+    options.snapshot = snapshot.snapshot();
+    options.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, cfs_[kByCreated]));
+    for (it->SeekToFirst(); it->Valid() && ids.size() < limit; it->Next()) {
+      std::string id = it->key().ToString().substr(8);
+      auto active = get(options, kActive, id);
+      if (!active) return std::unexpected(active.error());
+      if (*active) continue;
+      auto state = get(options, kInstances, id);
       if (!state) return std::unexpected(state.error());
       if (!*state) continue;
-      auto j = nlohmann::json::parse(**state, nullptr, false);
-      if (j.is_discarded()) continue;
-      std::string s = j.value("state", "");
-      if (s != "completed" && s != "compensated") continue;
-      auto updated = parse_rfc3339(j.value("updated_at", ""));
-      if (updated && *updated < cutoff) out.push_back(std::move(id));
+      auto record = nlohmann::json::parse(**state, nullptr, false);
+      if (!record.is_object()) continue;
+      // Only instances that ended for good; failed ones wait for an operator's retry or cancel.
+      const std::string* state_name = string_field(record, "state");
+      if (state_name == nullptr || (*state_name != "completed" && *state_name != "compensated")) {
+        continue;
+      }
+      // An instance whose last transition cannot be read is kept: a deletion cannot be undone.
+      const std::string* updated_at = string_field(record, "updated_at");
+      if (updated_at == nullptr) continue;
+      auto updated = parse_rfc3339(*updated_at);
+      if (updated && *updated < cutoff) ids.push_back(std::move(id));
     }
-    if (!it->status().ok()) return io_error("scanning for expired instances", it->status());
-    return out;
+    if (!it->status().ok()) return storage_error(dir_, "finding expired instances", it->status());
+    return ids;
   }
 
   Result<void> remove(const std::string& id) override {
-    rocksdb::WriteBatch wb;
-    auto created = get(kIndex, id);
+    auto created = get(rocksdb::ReadOptions(), kIndex, id);
     if (!created) return std::unexpected(created.error());
-    if (*created) wb.Delete(cfs_[kByCreated], created_key(get_be64(**created), id));
-    std::string from = history_prefix(id);
-    std::string to = id + std::string(1, '\x01');
-    wb.DeleteRange(cfs_[kHistory], from, to);
-    wb.Delete(cfs_[kInstances], id);
-    wb.Delete(cfs_[kActive], id);
-    wb.Delete(cfs_[kIndex], id);
-    // Not synced: a deletion lost to a crash is simply made again.
-    auto s = db_->Write(rocksdb::WriteOptions(), &wb);
-    if (!s.ok()) return io_error("deleting instance " + id, s);
+    Batch wb(cfs_);
+    if (*created) wb.del(kByCreated, by_created_key(get_be64(**created), id));
+    wb.del_range(kHistory, history_prefix(id), history_end(id));
+    wb.del(kInstances, id);
+    wb.del(kActive, id);
+    wb.del(kIndex, id);
+    if (!wb.status().ok()) return storage_error(dir_, "deleting instance " + id, wb.status());
+    // Not synced: a deletion lost to a crash is simply made again by the next retention pass.
+    auto s = db_->Write(rocksdb::WriteOptions(), wb.write_batch());
+    if (!s.ok()) return storage_error(dir_, "deleting instance " + id, s);
     return {};
   }
 
  private:
-  Result<std::optional<std::string>> get(Cf cf, const std::string& key) {
+  Result<std::optional<std::string>> get(const rocksdb::ReadOptions& options, Cf cf,
+                                         const std::string& key) {
     std::string value;
-    auto s = db_->Get(rocksdb::ReadOptions(), cfs_[cf], key, &value);
+    auto s = db_->Get(options, cfs_[cf], key, &value);
     if (s.IsNotFound()) return std::optional<std::string>();
-    if (!s.ok()) return io_error(std::string("reading ") + kCfNames[cf], s);
+    if (!s.ok()) return storage_error(dir_, "reading " + std::string(kCfNames[cf]) + " " + key, s);
     return std::optional<std::string>(std::move(value));
   }
 
+  const std::string dir_;
+  // RocksDB is thread-safe: commit() runs on the writer thread while the loop thread reads.
   std::unique_ptr<rocksdb::DB> db_;
-  std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
-  rocksdb::WriteOptions write_;
+  const std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
+  const Durability durability_;
+  rocksdb::WriteOptions write_options_;
 };
 
 }  // namespace
 
 Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir,
                                                       Durability durability) {
-  rocksdb::Options options;
-  options.create_if_missing = true;
-  options.create_missing_column_families = true;
-  // A daemon that should stay small: modest memtables and file handles, one shared cache.
-  options.max_open_files = 256;
-  options.keep_log_file_num = 3;
-  options.max_background_jobs = 2;
-  rocksdb::ColumnFamilyOptions cf_options;
-  cf_options.write_buffer_size = 8 << 20;
-  cf_options.max_write_buffer_number = 2;
-  rocksdb::BlockBasedTableOptions table;
-  table.block_cache = rocksdb::NewLRUCache(8 << 20);
-  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  Tuning tuning = tuned_options();
 
+  // An existing journal is opened with exactly the column families it has, so that nothing is
+  // created in it before its format version has been checked; a newer format may also have column
+  // families this version does not know, and RocksDB refuses to open without them.
+  std::vector<std::string> existing;
+  bool fresh = !rocksdb::DB::ListColumnFamilies(tuning.db, dir, &existing).ok();
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (const char* name : kCfNames) descriptors.emplace_back(name, cf_options);
+  if (fresh) {
+    for (auto name : kCfNames) descriptors.emplace_back(std::string(name), tuning.cf);
+  } else {
+    for (const auto& name : existing) {
+      descriptors.emplace_back(
+          name, cf_index(name) < kCfCount ? tuning.cf : rocksdb::ColumnFamilyOptions());
+    }
+  }
+
+  // Owns every handle until the journal takes them over.
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  auto s = rocksdb::DB::Open(rocksdb::DBOptions(options), dir, descriptors, &handles, &raw);
+  auto s = rocksdb::DB::Open(tuning.db, dir, descriptors, &handles, &raw);
   if (!s.ok()) {
-    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+    if (is_lock_conflict(s)) {
       return make_error(ErrorCode::unavailable, "state directory " + dir +
                                                     " is in use by another sagad (" + s.ToString() +
-                                                    "); stop it or use another --state");
+                                                    "); stop it or give this one another --state");
     }
     return make_error(ErrorCode::unavailable,
                       "cannot open the journal in " + dir + ": " + s.ToString());
   }
   std::unique_ptr<rocksdb::DB> db(raw);
-  std::string version;
-  s = db->Get(rocksdb::ReadOptions(), handles[kMeta], "format_version", &version);
-  auto fail = [&](std::string message) -> Result<std::unique_ptr<Journal>> {
-    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
-    db->Close();
-    return make_error(ErrorCode::unavailable, std::move(message));
+  auto fail = [&](ErrorCode code, std::string message) -> Result<std::unique_ptr<Journal>> {
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    db->Close().PermitUncheckedError();
+    return make_error(code, std::move(message));
   };
-  if (s.IsNotFound()) {
-    rocksdb::WriteOptions w;
-    w.sync = true;
-    s = db->Put(w, handles[kMeta], "format_version", kFormatVersion);
-    if (!s.ok()) return fail("cannot initialise the journal in " + dir + ": " + s.ToString());
-  } else if (!s.ok()) {
-    return fail("cannot read the journal format in " + dir + ": " + s.ToString());
-  } else if (version != kFormatVersion) {
-    return fail("journal in " + dir + " has format version " + version +
-                "; this sagad reads format " + kFormatVersion + "; use a matching sagad");
+
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs(kCfCount, nullptr);
+  std::vector<rocksdb::ColumnFamilyHandle*> unknown;
+  for (auto* h : handles) {
+    size_t i = cf_index(h->GetName());
+    if (i < kCfCount) {
+      cfs[i] = h;
+    } else {
+      unknown.push_back(h);
+    }
   }
+
+  std::optional<std::string> version;
+  if (cfs[kMeta] != nullptr) {
+    std::string found;
+    s = db->Get(rocksdb::ReadOptions(), cfs[kMeta], std::string(kFormatKey), &found);
+    if (s.ok()) {
+      version = std::move(found);
+    } else if (!s.IsNotFound()) {
+      return fail(ErrorCode::unavailable,
+                  "cannot read the format version of the journal in " + dir + ": " + s.ToString());
+    }
+  }
+  if (version && *version != kFormatVersion) {
+    return fail(ErrorCode::failed_precondition, "journal in " + dir + " has format version " +
+                                                    *version + "; this sagad reads format " +
+                                                    std::string(kFormatVersion) +
+                                                    "; use a matching sagad");
+  }
+  // Without a version, only a journal whose first start was interrupted (some of our column
+  // families and nothing else) is ours to complete; anything more is another program's database.
+  if (!version && !unknown.empty()) {
+    return fail(ErrorCode::failed_precondition,
+                "directory " + dir +
+                    " holds a RocksDB database that is not a saga journal "
+                    "(column family " +
+                    unknown.front()->GetName() +
+                    ", no format version); give sagad another --state");
+  }
+
+  for (size_t i = 0; i < kCfCount; ++i) {
+    if (cfs[i] != nullptr) continue;
+    s = db->CreateColumnFamily(tuning.cf, std::string(kCfNames[i]), &cfs[i]);
+    if (!s.ok()) {
+      return fail(ErrorCode::unavailable, "cannot create column family " +
+                                              std::string(kCfNames[i]) + " in the journal in " +
+                                              dir + ": " + s.ToString());
+    }
+    handles.push_back(cfs[i]);
+  }
+  if (!version) {
+    rocksdb::WriteOptions sync;
+    sync.sync = true;
+    s = db->Put(sync, cfs[kMeta], std::string(kFormatKey), std::string(kFormatVersion));
+    if (!s.ok()) {
+      return fail(ErrorCode::unavailable,
+                  "cannot write the format version of the journal in " + dir + ": " + s.ToString());
+    }
+  }
+
+  cfs.insert(cfs.end(), unknown.begin(), unknown.end());
   return std::unique_ptr<Journal>(
-      new RocksDbJournal(std::move(db), std::move(handles), durability));
+      new RocksDbJournal(dir, std::move(db), std::move(cfs), durability));
 }
 
 }  // namespace saga
