@@ -3,12 +3,18 @@
 #include <algorithm>
 #include <boost/dll/import.hpp>
 #include <boost/dll/shared_library.hpp>
+#include <cstddef>
+#include <exception>
 #include <filesystem>
+#include <optional>
+#include <system_error>
+#include <utility>
 
 namespace saga {
 
 namespace fs = std::filesystem;
 
+// Owned by the registry for the life of the process; never unloaded.
 struct PluginRegistry::Library {
   boost::dll::shared_library library;
 };
@@ -22,32 +28,105 @@ std::string text(saga_str s) {
   return s.data ? std::string(s.data, s.size) : std::string();
 }
 
-// Reads field `member` of a struct the plugin wrote only when it lies inside its struct_size.
-#define SAGA_HAS_FIELD(ptr, type, member) \
-  ((ptr)->struct_size >= offsetof(type, member) + sizeof(((type*)nullptr)->member))
+// Where field `member` of `type` ends: a writer's struct contains it whole when its struct_size
+// is at least this.
+#define SAGA_FIELD_END(type, member) (offsetof(type, member) + sizeof(type::member))
 
+// A plugin's arrays are laid out with its own struct size, which grows as fields are appended,
+// so the host steps through them by the size the plugin wrote instead of by sizeof.
+template <class Struct>
+class StridedArray {
+ public:
+  StridedArray(const Struct* first, size_t count) : first_(first), count_(count) {}
+  const Struct* data() const { return first_; }
+  size_t size() const { return count_; }
+  uint32_t stride() const { return count_ ? first_->struct_size : 0; }
+  const Struct* at(size_t i) const {
+    return reinterpret_cast<const Struct*>(reinterpret_cast<const char*>(first_) + i * stride());
+  }
+
+ private:
+  const Struct* first_;
+  size_t count_;
+};
+
+std::unexpected<Error> refuse(ErrorCode code, const std::string& path, const std::string& why) {
+  return make_error(code, "plugin " + path + ": " + why);
+}
+
+// Checks the array's shape before any element beyond the first struct_size is read; every
+// element must contain at least the fields up to `required_end`.
+template <class Struct>
+std::optional<std::string> check_array(const StridedArray<Struct>& array, size_t required_end,
+                                       const std::string& what) {
+  if (array.size() == 0) return std::nullopt;
+  if (!array.data()) {
+    return what + " count is " + std::to_string(array.size()) + " but the array is null";
+  }
+  uint32_t stride = array.stride();
+  if (stride < required_end || stride % alignof(Struct) != 0) {
+    return what + " entries are " + std::to_string(stride) + " bytes, which no saga ABI " +
+           std::to_string(SAGA_ABI_MAJOR) + " layout has; rebuild it against this SDK";
+  }
+  for (size_t i = 1; i < array.size(); ++i) {
+    if (array.at(i)->struct_size != stride) {
+      return what + " " + std::to_string(i) + " declares a size of " +
+             std::to_string(array.at(i)->struct_size) + " bytes, the first one " +
+             std::to_string(stride);
+    }
+  }
+  return std::nullopt;
+}
+
+// dlerror() already names the file; the registry's message names it once, up front.
+std::string load_failure(const std::string& path, const std::exception& e) {
+  std::string what = e.what();
+  static constexpr std::string_view kMarker = "(dlerror system message: ";
+  if (auto start = what.find(kMarker); start != std::string::npos) {
+    start += kMarker.size();
+    auto end = what.rfind(')');
+    what = what.substr(start, end > start ? end - start : std::string::npos);
+  }
+  if (what.starts_with(path + ": ")) what.erase(0, path.size() + 2);
+  std::replace(what.begin(), what.end(), '\n', ' ');
+  return "cannot be loaded: " + what;
+}
+
+// One attempt's state, shared by the host callbacks; lives on invoke()'s stack.
 struct HostContext {
+  const StepTypeInfo* type;
   const std::atomic<bool>* cancelled;
   const PluginLogFn* log;
   AttemptReply reply;
   bool has_result = false;
 };
 
-void host_set_result(void* ctx, uint32_t outcome, const char* data, size_t size) {
+// The callbacks run inside plugin frames, which may be C: nothing may be thrown through them.
+void host_set_result(void* ctx, uint32_t outcome, const char* data, size_t size) noexcept {
   auto* h = static_cast<HostContext*>(ctx);
   h->has_result = true;
-  h->reply.outcome =
-      outcome <= SAGA_OUTCOME_FAIL ? static_cast<saga_outcome>(outcome) : SAGA_OUTCOME_RETRY;
+  if (outcome > SAGA_OUTCOME_FAIL) {
+    h->reply = {SAGA_OUTCOME_RETRY, "step type " + h->type->name + " reported outcome " +
+                                        std::to_string(outcome) +
+                                        ", which this sagad does not know"};
+    return;
+  }
+  h->reply.outcome = static_cast<saga_outcome>(outcome);
   h->reply.data.assign(data ? data : "", data ? size : 0);
 }
 
-int host_cancelled(void* ctx) {
-  return static_cast<HostContext*>(ctx)->cancelled->load() ? 1 : 0;
+int host_cancelled(void* ctx) noexcept {
+  return static_cast<HostContext*>(ctx)->cancelled->load(std::memory_order_acquire) ? 1 : 0;
 }
 
-void host_log(void* ctx, uint32_t level, const char* message, size_t size) {
+void host_log(void* ctx, uint32_t level, const char* message, size_t size) noexcept {
   auto* h = static_cast<HostContext*>(ctx);
-  if (*h->log) (*h->log)(level, std::string_view(message ? message : "", message ? size : 0));
+  if (!*h->log) return;
+  try {
+    (*h->log)(level, std::string_view(message ? message : "", message ? size : 0));
+  } catch (...) {
+    // Losing one log line is better than failing the step or unwinding through plugin frames.
+  }
 }
 
 const saga_host_api kHostApi = {sizeof(saga_host_api), &host_set_result, &host_cancelled,
@@ -57,76 +136,130 @@ const saga_host_api kHostApi = {sizeof(saga_host_api), &host_set_result, &host_c
 
 Result<void> PluginRegistry::load_file(const std::string& path) {
   auto lib = std::make_unique<Library>();
-  const saga_plugin* plugin = nullptr;
   try {
     lib->library.load(path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
-    if (!lib->library.has(SAGA_PLUGIN_ENTRY_SYMBOL)) {
-      return make_error(ErrorCode::invalid_argument,
-                        "plugin " + path +
-                            ": not a saga plugin (no " SAGA_PLUGIN_ENTRY_SYMBOL
-                            " symbol); build it with SAGA_PLUGIN from the saga SDK");
+  } catch (const std::exception& e) {
+    return refuse(ErrorCode::invalid_argument, path, load_failure(path, e));
+  }
+  // From here on the library stays loaded even when refused: unloading would run the plugin's
+  // destructors and unmap code that threads it started may still be running. dlopen returns the
+  // same handle for a file already loaded, and that file is held once.
+  auto held = std::find_if(libraries_.begin(), libraries_.end(), [&](const auto& l) {
+    return l->library.native() == lib->library.native();
+  });
+  if (held == libraries_.end()) held = libraries_.insert(held, std::move(lib));
+  const boost::dll::shared_library& library = (*held)->library;
+
+  const saga_plugin* plugin = nullptr;
+  try {
+    if (!library.has(SAGA_PLUGIN_ENTRY_SYMBOL) ||
+        !library.get<const void*>(SAGA_PLUGIN_ENTRY_SYMBOL)) {
+      return refuse(ErrorCode::invalid_argument, path,
+                    "not a saga plugin (it exports no " SAGA_PLUGIN_ENTRY_SYMBOL
+                    "); build it with SAGA_PLUGIN from the saga SDK");
     }
-    auto entry =
-        boost::dll::import_alias<const saga_plugin*()>(lib->library, SAGA_PLUGIN_ENTRY_SYMBOL);
+    auto entry = boost::dll::import_alias<const saga_plugin*()>(library, SAGA_PLUGIN_ENTRY_SYMBOL);
     plugin = entry();
   } catch (const std::exception& e) {
-    return make_error(ErrorCode::invalid_argument,
-                      "plugin " + path + ": cannot be loaded: " + e.what());
+    return refuse(ErrorCode::invalid_argument, path,
+                  std::string("its entry point failed: ") + e.what());
+  } catch (...) {
+    return refuse(ErrorCode::invalid_argument, path,
+                  "its entry point threw an exception of unknown type");
   }
-  if (!plugin) {
-    return make_error(ErrorCode::invalid_argument, "plugin " + path + ": returned no descriptor");
-  }
+  if (!plugin) return refuse(ErrorCode::invalid_argument, path, "its entry point returned null");
+
+  // Only abi_major and abi_minor have a fixed place in every ABI; nothing else may be read from
+  // a descriptor of another major.
   if (plugin->abi_major != SAGA_ABI_MAJOR) {
-    return make_error(ErrorCode::invalid_argument,
-                      "plugin " + path + ": built for plugin ABI " +
-                          std::to_string(plugin->abi_major) + "." +
-                          std::to_string(plugin->abi_minor) + ", this sagad speaks ABI " +
-                          std::to_string(SAGA_ABI_MAJOR) + ".x; rebuild it against this SDK");
+    return refuse(ErrorCode::failed_precondition, path,
+                  "built for plugin ABI " + std::to_string(plugin->abi_major) + "." +
+                      std::to_string(plugin->abi_minor) + ", this sagad speaks ABI " +
+                      std::to_string(SAGA_ABI_MAJOR) + ".x; rebuild it against this SDK");
   }
-  if (!SAGA_HAS_FIELD(plugin, saga_plugin, step_type_count)) {
-    return make_error(ErrorCode::invalid_argument,
-                      "plugin " + path + ": its descriptor is too short to be a saga plugin");
+  if (plugin->struct_size < SAGA_FIELD_END(saga_plugin, step_type_count)) {
+    return refuse(ErrorCode::invalid_argument, path,
+                  "its descriptor is " + std::to_string(plugin->struct_size) +
+                      " bytes, too short for ABI " + std::to_string(SAGA_ABI_MAJOR) +
+                      "; rebuild it against this SDK");
+  }
+
+  StridedArray<saga_step_type> c_types(plugin->step_types, plugin->step_type_count);
+  if (auto bad = check_array(c_types, SAGA_FIELD_END(saga_step_type, run), "step type")) {
+    return refuse(ErrorCode::invalid_argument, path, *bad);
   }
   std::vector<std::unique_ptr<StepTypeInfo>> types;
-  for (size_t i = 0; i < plugin->step_type_count; ++i) {
-    const saga_step_type* t = &plugin->step_types[i];
-    if (!SAGA_HAS_FIELD(t, saga_step_type, run) || !t->run) {
-      return make_error(ErrorCode::invalid_argument, "plugin " + path + ": step type " +
-                                                         std::to_string(i) + " has no entry point");
-    }
+  for (size_t i = 0; i < c_types.size(); ++i) {
+    const saga_step_type* t = c_types.at(i);
     auto info = std::make_unique<StepTypeInfo>();
     info->name = text(t->name);
+    if (info->name.empty()) {
+      return refuse(ErrorCode::invalid_argument, path,
+                    "step type " + std::to_string(i) + " has no name");
+    }
+    if (!t->run) {
+      return refuse(ErrorCode::invalid_argument, path,
+                    "step type " + info->name + " has no run entry point");
+    }
     info->description = text(t->description);
     info->file = path;
     info->accepts_any_params = t->accepts_any_params != 0;
-    info->can_compensate = SAGA_HAS_FIELD(t, saga_step_type, compensate) && t->compensate;
+    info->can_compensate =
+        t->struct_size >= SAGA_FIELD_END(saga_step_type, compensate) && t->compensate;
     info->entry = t;
-    for (size_t j = 0; j < t->param_count; ++j) {
-      const saga_param* p = &t->params[j];
+
+    StridedArray<saga_param> c_params(t->params, t->param_count);
+    if (auto bad = check_array(c_params, SAGA_FIELD_END(saga_param, required),
+                               "step type " + info->name + ": parameter")) {
+      return refuse(ErrorCode::invalid_argument, path, *bad);
+    }
+    for (size_t j = 0; j < c_params.size(); ++j) {
+      const saga_param* p = c_params.at(j);
       ParamSpec spec;
       spec.name = text(p->name);
-      spec.type = static_cast<saga_param_type>(p->type);
-      spec.required = p->required != 0;
-      if (SAGA_HAS_FIELD(p, saga_param, default_json) && p->default_json.size > 0) {
-        spec.default_value = nlohmann::json::parse(text(p->default_json), nullptr, false);
-        if (spec.default_value.is_discarded()) spec.default_value = nullptr;
+      auto where = "step type " + info->name + ": parameter " + spec.name;
+      if (spec.name.empty()) {
+        return refuse(
+            ErrorCode::invalid_argument, path,
+            "step type " + info->name + ": parameter " + std::to_string(j) + " has no name");
       }
-      if (SAGA_HAS_FIELD(p, saga_param, description)) spec.description = text(p->description);
+      for (const auto& other : info->params) {
+        if (other.name == spec.name) {
+          return refuse(ErrorCode::invalid_argument, path, where + " is declared twice");
+        }
+      }
+      // A newer minor may add parameter types; validating such a parameter as `any` is loose
+      // but safe, since the plugin still checks what it receives.
+      spec.type =
+          p->type <= SAGA_PARAM_OBJECT ? static_cast<saga_param_type>(p->type) : SAGA_PARAM_ANY;
+      spec.required = p->required != 0;
+      if (p->struct_size >= SAGA_FIELD_END(saga_param, default_json) && p->default_json.size > 0) {
+        spec.default_value = nlohmann::json::parse(text(p->default_json), nullptr, false);
+        if (spec.default_value.is_discarded()) {
+          return refuse(ErrorCode::invalid_argument, path,
+                        where + " has a default that is not JSON: " + text(p->default_json));
+        }
+      }
+      if (p->struct_size >= SAGA_FIELD_END(saga_param, description)) {
+        spec.description = text(p->description);
+      }
       info->params.push_back(std::move(spec));
     }
+
     if (const StepTypeInfo* other = find(info->name)) {
-      return make_error(ErrorCode::already_exists, "plugin " + path + ": step type " + info->name +
-                                                       " is already provided by " + other->file +
-                                                       "; remove one of them");
+      return refuse(ErrorCode::already_exists, path,
+                    "step type " + info->name + " is already provided by plugin " + other->file +
+                        "; a step type name must be unique across plugins");
     }
     for (const auto& mine : types) {
       if (mine->name == info->name) {
-        return make_error(ErrorCode::already_exists,
-                          "plugin " + path + ": declares step type " + info->name + " twice");
+        return refuse(ErrorCode::invalid_argument, path,
+                      "step type " + info->name + " is declared twice");
       }
     }
     types.push_back(std::move(info));
   }
+
   PluginInfo pi;
   pi.file = path;
   pi.name = text(plugin->name);
@@ -136,7 +269,6 @@ Result<void> PluginRegistry::load_file(const std::string& path) {
   for (const auto& t : types) pi.step_types.push_back(t->name);
   plugins_.push_back(std::move(pi));
   for (auto& t : types) types_.push_back(std::move(t));
-  libraries_.push_back(std::move(lib));
   return {};
 }
 
@@ -150,15 +282,16 @@ std::vector<Error> PluginRegistry::load_directory(const std::string& dir) {
   }
   if (ec) {
     errors.push_back(
-        {ErrorCode::not_found, "cannot read plugin directory " + dir + ": " + ec.message()});
+        {ErrorCode::not_found, "plugin directory " + dir + " cannot be read: " + ec.message()});
     return errors;
   }
   std::sort(files.begin(), files.end());
   for (const auto& f : files) {
+    // A reload picks up new files; plugins already loaded stay as they are.
     bool loaded = std::any_of(plugins_.begin(), plugins_.end(),
                               [&](const PluginInfo& p) { return p.file == f; });
-    if (loaded) continue;  // a reload adds new plugins; loaded ones are never unloaded
-    if (auto r = load_file(f); !r) errors.push_back(r.error());
+    if (loaded) continue;
+    if (auto r = load_file(f); !r) errors.push_back(std::move(r.error()));
   }
   return errors;
 }
@@ -172,13 +305,17 @@ const StepTypeInfo* PluginRegistry::find(std::string_view step_type) const {
 
 std::vector<const StepTypeInfo*> PluginRegistry::step_types() const {
   std::vector<const StepTypeInfo*> out;
+  out.reserve(types_.size());
   for (const auto& t : types_) out.push_back(t.get());
   return out;
 }
 
 AttemptReply PluginRegistry::invoke(const StepTypeInfo& type, const AttemptRequest& r,
                                     const std::atomic<bool>& cancelled, const PluginLogFn& log) {
-  HostContext ctx{&cancelled, &log, {}, false};
+  if (r.phase == SAGA_PHASE_COMPENSATE && !type.can_compensate) {
+    return {SAGA_OUTCOME_FAIL, "step type " + type.name + " cannot compensate"};
+  }
+  HostContext ctx{&type, &cancelled, &log, {}, false};
   auto s = [](const std::string& v) { return saga_str{v.data(), v.size()}; };
   saga_attempt a{};
   a.struct_size = sizeof(saga_attempt);
@@ -195,10 +332,12 @@ AttemptReply PluginRegistry::invoke(const StepTypeInfo& type, const AttemptReque
   a.input_json = s(r.input_json);
   a.steps_json = s(r.steps_json);
   saga_step_fn fn = r.phase == SAGA_PHASE_COMPENSATE ? type.entry->compensate : type.entry->run;
-  if (!fn) {
-    return {SAGA_OUTCOME_FAIL, "step type " + type.name + " cannot compensate"};
+  try {
+    fn(type.entry->type_ctx, &a);
+  } catch (...) {
+    // The SDK stops exceptions inside the plugin; a plugin written without it may not.
+    return {SAGA_OUTCOME_RETRY, "step type " + type.name + " let an exception escape its plugin"};
   }
-  fn(type.entry->type_ctx, &a);
   if (!ctx.has_result) {
     return {SAGA_OUTCOME_RETRY, "step type " + type.name + " returned no result"};
   }

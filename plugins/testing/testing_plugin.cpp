@@ -1,9 +1,14 @@
 // The `testing` plugin: deterministic step types for tests, demos and benchmarks (DESIGN §6.1).
-// Every one of them can compensate (a compensation that succeeds), so demos can show undo.
+// Every one of them can compensate, so a demo can undo any of them; only testing.fail's
+// compensation can be told to fail.
 #include <saga/step.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -24,52 +29,74 @@ class Echo : public saga::Step {
   Result compensate(Context& ctx) override { return Result::ok(ctx.params()); }
 };
 
-// Fails the first `times` attempts transiently, or every attempt with `permanent`.
+// Fails as its parameters ask; attempts are counted by the host (and across retries of the
+// instance), so the plugin keeps no state.
 class Fail : public saga::Step {
  public:
   Result run(Context& ctx) override {
-    std::string message = ctx.param<std::string>("message", "testing.fail failed as asked");
-    if (ctx.param<bool>("permanent", false)) return Result::fail(message);
-    if (ctx.attempt() <= ctx.param<uint32_t>("times", 0)) {
-      return Result::retry(message + " (attempt " + std::to_string(ctx.attempt()) + ")");
+    auto attempt = static_cast<int64_t>(ctx.attempt());
+    if (ctx.param<bool>("permanent", false)) {
+      return Result::fail(ctx.param<std::string>("message", "testing.fail: failing for good"));
     }
-    return Result::ok({{"attempt", ctx.attempt()}});
+    auto times = ctx.param<int64_t>("times", 0);
+    if (attempt <= times) {
+      return Result::retry(ctx.param<std::string>(
+          "message", "testing.fail: failing attempt " + std::to_string(attempt) + " of the first " +
+                         std::to_string(times)));
+    }
+    return Result::ok({{"attempt", attempt}});
   }
+
   Result compensate(Context& ctx) override {
+    auto attempt = static_cast<int64_t>(ctx.attempt());
     if (ctx.param<bool>("compensate_permanent", false)) {
-      return Result::fail("compensation failed as asked");
+      return Result::fail("testing.fail: compensation failing for good");
     }
-    if (ctx.attempt() <= ctx.param<uint32_t>("compensate_fails", 0)) {
-      return Result::retry("compensation failed as asked (attempt " +
-                           std::to_string(ctx.attempt()) + ")");
+    auto times = ctx.param<int64_t>("compensate_fails", 0);
+    if (attempt <= times) {
+      return Result::retry("testing.fail: failing compensation attempt " + std::to_string(attempt) +
+                           " of the first " + std::to_string(times));
     }
     return Result::ok();
   }
 };
 
-// Sleeps `ms`, waking every few milliseconds to honour cancellation.
+// Sleeps, in run and in compensate alike, so a compensation can take time too.
 class Sleep : public saga::Step {
  public:
-  Result run(Context& ctx) override {
+  Result run(Context& ctx) override { return sleep(ctx); }
+  Result compensate(Context& ctx) override { return sleep(ctx); }
+
+ private:
+  static Result sleep(Context& ctx) {
+    using std::chrono::milliseconds;
+    using std::chrono::steady_clock;
     auto ms = ctx.param<int64_t>("ms", 0);
-    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-    while (std::chrono::steady_clock::now() < until) {
-      if (ctx.cancelled()) return Result::retry("cancelled");
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(ms, 5)));
+    if (ms < 0) {
+      return Result::fail("testing.sleep: ms must not be negative, got " + std::to_string(ms));
     }
+    auto until = steady_clock::now() + milliseconds(ms);
+    // Short naps keep the answer to a cancellation within a few milliseconds.
+    constexpr auto kPoll = milliseconds(5);
+    for (auto now = steady_clock::now(); now < until; now = steady_clock::now()) {
+      if (ctx.cancelled()) return Result::retry("cancelled");
+      std::this_thread::sleep_for(std::min<steady_clock::duration>(until - now, kPoll));
+    }
+    if (ctx.cancelled()) return Result::retry("cancelled");
     return Result::ok({{"slept_ms", ms}});
   }
-  Result compensate(Context&) override { return Result::ok(); }
 };
 
-saga::StepType compensating(saga::StepType t) {
-  t.can_compensate = true;
-  return t;
+template <class T>
+saga::StepType compensating(std::string name, std::string description,
+                            std::vector<Param> params = {}) {
+  return saga::step_type<T>(std::move(name), std::move(description), std::move(params),
+                            /*can_compensate=*/true);
 }
 
 saga::StepType echo_type() {
-  auto t = compensating(saga::step_type<Echo>(
-      "testing.echo", "Succeeds with its rendered parameters as output; takes any parameters"));
+  auto t = compensating<Echo>(
+      "testing.echo", "Succeeds with its rendered parameters as output; takes any parameters");
   t.accepts_any_params = true;
   return t;
 }
@@ -78,18 +105,20 @@ saga::StepType echo_type() {
 
 SAGA_PLUGIN(
     "testing", "1.0",
-    {compensating(saga::step_type<Noop>("testing.noop", "Succeeds at once with output {}")),
-     echo_type(),
-     compensating(saga::step_type<Fail>(
-         "testing.fail", "Fails transiently the first N attempts, or for good",
+    {compensating<Noop>("testing.noop", "Succeeds at once with output {}"), echo_type(),
+     compensating<Fail>(
+         "testing.fail",
+         "Fails the first N attempts transiently, then succeeds with output {\"attempt\": "
+         "<attempt number>}; or fails for good",
          {Param{"times", ParamType::integer, false, 0,
                 "fail this many attempts transiently, then succeed"},
           Param{"permanent", ParamType::boolean, false, false, "fail every attempt for good"},
-          Param{"message", ParamType::string, false, nullptr, "the error message"},
+          Param{"message", ParamType::string, false, nullptr,
+                "the error text of a failing attempt"},
           Param{"compensate_fails", ParamType::integer, false, 0,
-                "fail this many compensation attempts transiently"},
+                "fail this many compensation attempts transiently, then succeed"},
           Param{"compensate_permanent", ParamType::boolean, false, false,
-                "fail the compensation for good"}})),
-     compensating(saga::step_type<Sleep>("testing.sleep", "Sleeps, honouring cancellation",
-                                         {Param{"ms", ParamType::integer, true, nullptr,
-                                                "how long to sleep, in milliseconds"}}))});
+                "fail every compensation attempt for good"}}),
+     compensating<Sleep>(
+         "testing.sleep", "Sleeps, stopping early with a transient failure when cancelled",
+         {Param{"ms", ParamType::integer, true, nullptr, "how long to sleep, in milliseconds"}})});
