@@ -9,12 +9,17 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #include "control/client.hpp"
 
@@ -37,6 +42,45 @@ long rss_kib(int64_t pid) {
     if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
   }
   return -1;
+}
+
+// CPU time of sagad's threads by role, in clock ticks: the loop thread keeps the process's name,
+// the others are named by sagad ("saga-journal", "saga-worker") or by RocksDB ("rocksdb:...").
+std::map<std::string, uint64_t> cpu_ticks_by_role(int64_t pid) {
+  std::map<std::string, uint64_t> ticks;
+  std::error_code ec;
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(task.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto open = stat.find('('), close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::string comm = stat.substr(open + 1, close - open - 1);
+    std::istringstream rest(stat.substr(close + 2));
+    std::string field;
+    uint64_t utime = 0, stime = 0;
+    // Fields 3..13 precede utime (14) and stime (15).
+    for (int i = 3; i <= 13 && rest >> field; ++i) {
+    }
+    rest >> utime >> stime;
+    std::string role = comm == "saga-journal"                          ? "journal"
+                       : comm == "saga-worker"                         ? "workers"
+                       : comm.starts_with("rocksdb:")                  ? "rocksdb"
+                       : task.path().filename() == std::to_string(pid) ? "loop"
+                                                                       : "other";
+    ticks[role] += utime + stime;
+  }
+  return ticks;
+}
+
+std::string cpu_breakdown(const json& cpu_us) {
+  std::string text = fmt::format("{:.0f}", cpu_us.value("total", 0.0));
+  std::string parts;
+  for (const auto& [role, us] : cpu_us.items()) {
+    if (role == "total") continue;
+    parts += fmt::format("{}{} {:.0f}", parts.empty() ? "" : ", ", role, us.get<double>());
+  }
+  return parts.empty() ? text : text + " (" + parts + ")";
 }
 
 }  // namespace
@@ -126,9 +170,23 @@ int main(int argc, char** argv) {
   errors = 0;
   std::vector<double> latencies;
   latencies.reserve(count);
+  auto cpu_before = pid > 0 ? cpu_ticks_by_role(pid) : std::map<std::string, uint64_t>{};
   auto t0 = Clock::now();
   run(count, &latencies);
   double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  auto cpu_after = pid > 0 ? cpu_ticks_by_role(pid) : std::map<std::string, uint64_t>{};
+  // sagad's CPU per measured instance, in microseconds, by thread role.
+  json cpu_us = json::object();
+  const double us_per_tick = 1e6 / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  double cpu_total = 0;
+  for (const auto& [role, after] : cpu_after) {
+    auto it = cpu_before.find(role);
+    double us = static_cast<double>(after - (it == cpu_before.end() ? 0 : it->second)) *
+                us_per_tick / static_cast<double>(std::max<size_t>(count, 1));
+    cpu_us[role] = us;
+    cpu_total += us;
+  }
+  cpu_us["total"] = cpu_total;
   long rss = pid > 0 ? rss_kib(pid) : -1;
   std::sort(latencies.begin(), latencies.end());
 
@@ -147,17 +205,18 @@ int main(int argc, char** argv) {
       {"p99_ms", percentile(latencies, 99)},
       {"sagad_rss_kib", rss},
       {"journal_avg_batch", journal.value("avg_batch", 0.0)},
-      {"journal_commit_p50_ms", journal.value("commit_ms", json::object()).value("p50", 0.0)}};
+      {"journal_commit_p50_ms", journal.value("commit_ms", json::object()).value("p50", 0.0)},
+      {"sagad_cpu_us_per_instance", cpu_us}};
   if (as_json) {
     std::cout << result.dump() << "\n";
   } else {
     std::cout << fmt::format(
         "{} C={} N={}: {:.1f} instances/s, p50 {:.2f} ms, p90 {:.2f} ms, p99 {:.2f} ms, errors {}, "
-        "sagad RSS {:.1f} MiB, journal avg batch {:.1f}\n",
+        "sagad RSS {:.1f} MiB, journal avg batch {:.1f}, sagad CPU per instance {} us\n",
         workflow, concurrency, count, result["instances_per_s"].get<double>(),
         result["p50_ms"].get<double>(), result["p90_ms"].get<double>(),
         result["p99_ms"].get<double>(), errors.load(), static_cast<double>(rss) / 1024.0,
-        result["journal_avg_batch"].get<double>());
+        result["journal_avg_batch"].get<double>(), cpu_breakdown(cpu_us));
   }
   if (errors > 0) {
     std::cerr << "saga-bench: " << errors << " instances did not end " << expect

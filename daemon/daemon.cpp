@@ -364,7 +364,7 @@ void Daemon::commit(Live& live, Transition&& t, bool created, std::function<void
   w.created = created;
   w.events.reserve(t.events.size());
   for (const auto& e : t.events) {
-    w.events.emplace_back(e.seq, event_to_json(e).dump());
+    w.events.emplace_back(e.seq, event_json_text(e));
     if (e.type == EventType::compensation_succeeded) ++compensations_;
     if ((e.type == EventType::step_failed || e.type == EventType::compensation_failed) &&
         e.retry_at) {
@@ -373,7 +373,7 @@ void Daemon::commit(Live& live, Transition&& t, bool created, std::function<void
     if (e.type == EventType::instance_started) ++stats_[live.inst.workflow].started;
   }
   if (settled_now(t)) count_settled(live);
-  w.state = instance_to_json(*live.def, live.inst).dump();
+  w.state = instance_json_text(*live.def, live.inst);
   w.terminal = is_terminal(live.inst.state);
   const bool settled = is_settled(live.inst.state);
   std::string state = settled ? w.state : std::string();
@@ -390,9 +390,11 @@ void Daemon::on_durable(const std::string& id, const std::vector<Action>& action
   if (!live) return;
   for (const auto& a : actions) perform(*live, a);
   if (!settled) return;
-  json instance = json::parse(state);
-  for (auto& w : live->waiters) {
-    ControlServer::reply(w.conn, w.id, {{"id", id}, {"existing", false}, {"instance", instance}});
+  if (!live->waiters.empty()) {
+    // The instance as just journaled, spliced in as text: no parse and dump per waiter.
+    std::string result =
+        R"({"existing":false,"id":)" + json(id).dump() + R"(,"instance":)" + state + "}";
+    for (auto& w : live->waiters) ControlServer::reply_text(w.conn, w.id, result);
   }
   live->waiters.clear();
   if (is_terminal(live->inst.state) && live->running.empty()) {

@@ -63,7 +63,14 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
 
   void send(const nlohmann::json& message) {
     if (closing_) return;
-    auto* text = new std::string(message.dump() + "\n");
+    send_line(message.dump());
+  }
+
+  // Sends one message that is already JSON text (without its newline).
+  void send_line(std::string line) {
+    if (closing_) return;
+    line += '\n';
+    auto* text = new std::string(std::move(line));
     if (queued_ + text->size() > kMaxQueuedBytes) {
       delete text;
       spdlog::warn("control: a client that does not read its replies was disconnected");
@@ -227,6 +234,18 @@ void ControlServer::close() {
 void ControlServer::reply(const std::weak_ptr<Connection>& conn, const nlohmann::json& id,
                           nlohmann::json result) {
   if (auto c = conn.lock()) c->send(rpc::make_result(id, std::move(result)));
+}
+
+void ControlServer::reply_text(const std::weak_ptr<Connection>& conn, const nlohmann::json& id,
+                               std::string_view result_text) {
+  auto c = conn.lock();
+  if (!c) return;
+  std::string line = R"({"jsonrpc":"2.0","id":)";
+  line += id.dump();
+  line += R"(,"result":)";
+  line += result_text;
+  line += '}';
+  c->send_line(std::move(line));
 }
 
 void ControlServer::reply_error(const std::weak_ptr<Connection>& conn, const nlohmann::json& id,

@@ -49,6 +49,9 @@ class ControlServer {
 
   static void reply(const std::weak_ptr<Connection>& conn, const nlohmann::json& id,
                     nlohmann::json result);
+  // A reply whose result is already JSON text: saves a parse and a dump of large results.
+  static void reply_text(const std::weak_ptr<Connection>& conn, const nlohmann::json& id,
+                         std::string_view result_text);
   static void reply_error(const std::weak_ptr<Connection>& conn, const nlohmann::json& id, int code,
                           std::string_view message);
   // Sends a notification; false when the connection is gone or was dropped as too slow.

@@ -1,5 +1,7 @@
 #include "engine/event.hpp"
 
+#include "engine/json_text.hpp"
+
 #include <array>
 #include <utility>
 
@@ -55,6 +57,30 @@ json event_to_json(const Event& e) {
   if (e.deadline) j["deadline"] = format_rfc3339(*e.deadline);
   if (e.uid) j["uid"] = *e.uid;
   return j;
+}
+
+std::string event_json_text(const Event& e) {
+  std::string out;
+  out.reserve(128);
+  JsonText w(out);
+  w.begin_object();
+  w.key("seq").number(e.seq);
+  w.key("at").string(format_rfc3339(e.at));
+  w.key("type").string(to_string(e.type));
+  if (!e.step.empty()) w.key("step").string(e.step);
+  if (e.attempt != 0) w.key("attempt").number(e.attempt);
+  if (e.type == EventType::step_succeeded) w.key("output").value(e.output);
+  if (!e.error.empty()) w.key("error").string(e.error);
+  if (e.retry_at) w.key("retry_at").string(format_rfc3339(*e.retry_at));
+  if (!e.cause.empty()) w.key("cause").string(e.cause);
+  if (!e.reason.empty()) w.key("reason").string(e.reason);
+  if (!e.input.is_null()) w.key("input").value(e.input);
+  if (!e.workflow.empty()) w.key("workflow").string(e.workflow);
+  if (!e.version.empty()) w.key("version").string(e.version);
+  if (e.deadline) w.key("deadline").string(format_rfc3339(*e.deadline));
+  if (e.uid) w.key("uid").number(*e.uid);
+  w.end_object();
+  return out;
 }
 
 namespace {

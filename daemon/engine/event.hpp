@@ -53,6 +53,8 @@ struct Event {
 
 // The history shape: {"seq", "at", "type", ...} with only the fields the type uses.
 json event_to_json(const Event& e);
+// The same object as JSON text, written without building the tree.
+std::string event_json_text(const Event& e);
 Event event_from_json(const json& j);  // throws nlohmann::json::exception when malformed
 
 }  // namespace saga

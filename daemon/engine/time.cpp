@@ -51,13 +51,31 @@ std::string format_rfc3339(TimePoint t) {
   const sys_days day = floor<days>(t);
   const year_month_day ymd{day};
   const hh_mm_ss<Millis> tod{t - day};
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ",
-                static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()),
-                static_cast<unsigned>(ymd.day()), static_cast<int>(tod.hours().count()),
-                static_cast<int>(tod.minutes().count()), static_cast<int>(tod.seconds().count()),
-                static_cast<int>(tod.subseconds().count()));
-  return buf;
+  const int year = static_cast<int>(ymd.year());
+  if (year < 0 || year > 9999) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", year,
+                  static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                  static_cast<int>(tod.hours().count()), static_cast<int>(tod.minutes().count()),
+                  static_cast<int>(tod.seconds().count()),
+                  static_cast<int>(tod.subseconds().count()));
+    return buf;
+  }
+  // Called for every time field of every journaled record: digits by hand, not printf.
+  std::string out = "0000-00-00T00:00:00.000Z";
+  auto put = [&out](size_t at, int value, int width) {
+    for (int i = width - 1; i >= 0; --i, value /= 10) {
+      out[at + static_cast<size_t>(i)] = static_cast<char>('0' + value % 10);
+    }
+  };
+  put(0, year, 4);
+  put(5, static_cast<int>(static_cast<unsigned>(ymd.month())), 2);
+  put(8, static_cast<int>(static_cast<unsigned>(ymd.day())), 2);
+  put(11, static_cast<int>(tod.hours().count()), 2);
+  put(14, static_cast<int>(tod.minutes().count()), 2);
+  put(17, static_cast<int>(tod.seconds().count()), 2);
+  put(20, static_cast<int>(tod.subseconds().count()), 3);
+  return out;
 }
 
 // Accepts RFC 3339 date-times: any fraction (truncated to milliseconds), `Z` or a numeric

@@ -1,5 +1,7 @@
 #include "executor/executor.hpp"
 
+#include <pthread.h>
+
 namespace saga {
 
 Executor::Executor(LoopQueue& results, size_t workers) : results_(results) {
@@ -24,6 +26,7 @@ size_t Executor::busy() const {
 }
 
 void Executor::work() {
+  pthread_setname_np(pthread_self(), "saga-worker");
   for (;;) {
     Job job;
     {

@@ -1,5 +1,7 @@
 #include "journal/journal_writer.hpp"
 
+#include <pthread.h>
+
 #include <chrono>
 
 namespace saga {
@@ -34,6 +36,7 @@ void JournalWriter::submit_definition(std::string version, std::string source) {
 }
 
 void JournalWriter::run() {
+  pthread_setname_np(pthread_self(), "saga-journal");
   for (;;) {
     CommitBatch batch;
     std::vector<std::function<void()>> callbacks;

@@ -98,7 +98,12 @@ struct Sim {
   void check_replay() const {
     Instance rebuilt = replay(def, inst.id, history);
     CHECK(instance_to_json(def, rebuilt) == instance_to_json(def, inst));
-    for (size_t i = 0; i < history.size(); ++i) CHECK(history[i].seq == i + 1);
+    // What the journal stores is written as text directly; it must be the same object.
+    CHECK(json::parse(instance_json_text(def, inst)) == instance_to_json(def, inst));
+    for (size_t i = 0; i < history.size(); ++i) {
+      CHECK(history[i].seq == i + 1);
+      CHECK(json::parse(event_json_text(history[i])) == event_to_json(history[i]));
+    }
   }
 };
 
@@ -523,4 +528,19 @@ TEST_CASE("the instance JSON has the documented shape") {
   }
   CHECK(s["compensation"]["state"] == "none");
   CHECK(j["created_at"].get<std::string>().size() == 24);
+}
+
+TEST_CASE("journaled text escapes what JSON must escape and survives bytes that are not UTF-8") {
+  Sim sim(make_def({{"a"}}));
+  sim.start(json{{"note", "quote \" backslash \\ newline \n tab \t"}});
+  sim.result("a", Outcome::fail, Phase::run, std::string("bad \xff byte and \"quotes\""));
+  auto text = json::parse(instance_json_text(sim.def, sim.inst));
+  CHECK(text["input"]["note"] == "quote \" backslash \\ newline \n tab \t");
+  CHECK(text["steps"][0]["error"].get<std::string>().starts_with("bad "));
+  CHECK(text["steps"][0]["error"].get<std::string>().ends_with(" byte and \"quotes\""));
+  for (const auto& e : sim.history) {
+    auto j = json::parse(event_json_text(e));
+    CHECK(j["type"] == std::string(to_string(e.type)));
+    if (!e.error.empty()) CHECK(j["error"].get<std::string>().ends_with("\"quotes\""));
+  }
 }
