@@ -485,7 +485,7 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   }
   auto cancel = running.cancel;
   live.running.push_back(std::move(running));
-  executor_->submit([this, type, request, cancel, id, step, phase, attempt, secrets_used]() {
+  auto job = [this, type, request, cancel, id, step, phase, attempt, secrets_used]() {
     std::string prefix = fmt::format("{} {}: ", id, request->step);
     AttemptReply reply = PluginRegistry::invoke(
         *type, *request, *cancel, [&prefix](uint32_t level, std::string_view message) {
@@ -521,7 +521,14 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
       }
       on_attempt_done(id, r);
     });
-  });
+  };
+  if (type->runs_inline) {
+    // A step that never blocks runs here, on the loop thread, saving two thread hand-offs; its
+    // result is handled in order with everything else, after what is running now.
+    loop_queue_->post(job());
+  } else {
+    executor_->submit(std::move(job));
+  }
 }
 
 void Daemon::on_attempt_done(const std::string& id, const AttemptResult& r) {
@@ -897,6 +904,7 @@ json Daemon::plugins_json() const {
       types.push_back({{"name", name},
                        {"description", info ? info->description : ""},
                        {"compensates", info && info->can_compensate},
+                       {"inline", info && info->runs_inline},
                        {"accepts_any_params", info && info->accepts_any_params},
                        {"params", std::move(params)}});
     }

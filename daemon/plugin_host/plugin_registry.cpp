@@ -206,6 +206,8 @@ Result<void> PluginRegistry::load_file(const std::string& path) {
     info->accepts_any_params = t->accepts_any_params != 0;
     info->can_compensate =
         t->struct_size >= SAGA_FIELD_END(saga_step_type, compensate) && t->compensate;
+    info->runs_inline = t->struct_size >= SAGA_FIELD_END(saga_step_type, flags) &&
+                        (t->flags & SAGA_STEP_INLINE) != 0;
     info->entry = t;
 
     StridedArray<saga_param> c_params(t->params, t->param_count);

@@ -36,6 +36,7 @@ struct StepTypeInfo {
   std::vector<ParamSpec> params;
   bool accepts_any_params = false;
   bool can_compensate = false;
+  bool runs_inline = false;               // SAGA_STEP_INLINE: may run on the loop thread
   const saga_step_type* entry = nullptr;  // points into the loaded library
 };
 

@@ -94,9 +94,18 @@ saga::StepType compensating(std::string name, std::string description,
                             /*can_compensate=*/true);
 }
 
+// noop, echo and fail return at once: sagad may run them on its loop thread.
+template <class T>
+saga::StepType immediate(std::string name, std::string description,
+                         std::vector<Param> params = {}) {
+  auto t = compensating<T>(std::move(name), std::move(description), std::move(params));
+  t.runs_inline = true;
+  return t;
+}
+
 saga::StepType echo_type() {
-  auto t = compensating<Echo>(
-      "testing.echo", "Succeeds with its rendered parameters as output; takes any parameters");
+  auto t = immediate<Echo>("testing.echo",
+                           "Succeeds with its rendered parameters as output; takes any parameters");
   t.accepts_any_params = true;
   return t;
 }
@@ -105,8 +114,8 @@ saga::StepType echo_type() {
 
 SAGA_PLUGIN(
     "testing", "1.0",
-    {compensating<Noop>("testing.noop", "Succeeds at once with output {}"), echo_type(),
-     compensating<Fail>(
+    {immediate<Noop>("testing.noop", "Succeeds at once with output {}"), echo_type(),
+     immediate<Fail>(
          "testing.fail",
          "Fails the first N attempts transiently, then succeeds with output {\"attempt\": "
          "<attempt number>}; or fails for good",

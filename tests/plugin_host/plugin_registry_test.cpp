@@ -105,6 +105,8 @@ TEST_CASE("the testing plugin lists its four step types and their params") {
   CHECK(type(reg, "testing.noop").params.empty());
   CHECK_FALSE(type(reg, "testing.noop").accepts_any_params);
   CHECK(type(reg, "testing.echo").accepts_any_params);
+  CHECK(type(reg, "testing.noop").runs_inline);
+  CHECK_FALSE(type(reg, "testing.sleep").runs_inline);
 
   const StepTypeInfo& fail = type(reg, "testing.fail");
   CHECK_FALSE(fail.accepts_any_params);
@@ -405,6 +407,7 @@ TEST_CASE("a plugin from a later ABI minor with larger structs is read by its ow
   const StepTypeInfo& first = type(reg, "newer.first");
   CHECK(first.description == "first of two");
   CHECK_FALSE(first.can_compensate);
+  CHECK_FALSE(first.runs_inline);
   REQUIRE(first.params.size() == 2);
   CHECK(first.params[0].name == "alpha");
   CHECK(first.params[0].type == SAGA_PARAM_STRING);
@@ -421,6 +424,7 @@ TEST_CASE("a plugin from a later ABI minor with larger structs is read by its ow
   CHECK(second.description == "second of two");
   CHECK(second.accepts_any_params);
   CHECK(second.can_compensate);
+  CHECK(second.runs_inline);
   CHECK(json::parse(run(first).data) == json{{"which", "first"}});
   CHECK(json::parse(run(second).data) == json{{"which", "second"}});
   CHECK(run(second, {"{}", 1, SAGA_PHASE_COMPENSATE}).outcome == SAGA_OUTCOME_OK);
@@ -443,6 +447,7 @@ TEST_CASE("a plugin with structs shorter than this host's reads no field past th
   }
   const StepTypeInfo& second = type(reg, "short.second");
   CHECK_FALSE(second.can_compensate);
+  CHECK_FALSE(second.runs_inline);  // a struct that ends before flags has none
   CHECK(json::parse(run(second).data) == json{{"short", true}});
   CHECK(run(second, {"{}", 1, SAGA_PHASE_COMPENSATE}).outcome == SAGA_OUTCOME_FAIL);
 }

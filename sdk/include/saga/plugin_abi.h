@@ -20,7 +20,7 @@ extern "C" {
 #endif
 
 #define SAGA_ABI_MAJOR 1
-#define SAGA_ABI_MINOR 0
+#define SAGA_ABI_MINOR 1
 
 /* The name of the one symbol a plugin exports: a pointer to a saga_plugin_entry_fn, laid out
  * as Boost.DLL's BOOST_DLL_ALIAS lays out an alias, so hosts load it with
@@ -98,6 +98,12 @@ typedef struct saga_param {
 
 typedef void (*saga_step_fn)(void* type_ctx, const saga_attempt* attempt);
 
+/* saga_step_type.flags (ABI 1.1). */
+/* The step's run and compensate return at once and never block (no I/O, no sleep, no lock held
+ * by anyone else): the host may call them on its event loop thread instead of handing them to a
+ * worker thread. A step that can block must not set it: it would stall every instance. */
+#define SAGA_STEP_INLINE 1u
+
 /* A step type: a name such as "testing.noop", its parameters and its entry points. */
 typedef struct saga_step_type {
   uint32_t struct_size;
@@ -109,6 +115,7 @@ typedef struct saga_step_type {
   void* type_ctx;              /* passed back to run and compensate */
   saga_step_fn run;
   saga_step_fn compensate; /* NULL: the step type cannot undo itself */
+  uint32_t flags;          /* ABI 1.1: SAGA_STEP_* bits */
 } saga_step_type;
 
 /* The plugin descriptor. abi_major and abi_minor come first and never move, so a host can read

@@ -156,15 +156,22 @@ struct StepType {
   std::function<std::unique_ptr<Step>()> make;
   bool can_compensate = false;
   bool accepts_any_params = false;
+  // Runs on sagad's loop thread rather than a worker: only for steps that return at once and
+  // never block (pure computation). See SAGA_STEP_INLINE.
+  bool runs_inline = false;
 };
 
 // Declares a step type implemented by class T (default-constructible, derived from Step).
 template <class T>
 StepType step_type(std::string name, std::string description, std::vector<Param> params = {},
                    bool can_compensate = false) {
-  return StepType{std::move(name),   std::move(description),
-                  std::move(params), [] { return std::unique_ptr<Step>(std::make_unique<T>()); },
-                  can_compensate,    false};
+  return StepType{std::move(name),
+                  std::move(description),
+                  std::move(params),
+                  [] { return std::unique_ptr<Step>(std::make_unique<T>()); },
+                  can_compensate,
+                  false,
+                  false};
 }
 
 namespace detail {
@@ -229,7 +236,8 @@ class PluginDescriptor {
       c_types_.push_back(saga_step_type{
           sizeof(saga_step_type), str(t.name), str(t.description), params_[i].data(),
           params_[i].size(), t.accepts_any_params ? 1u : 0u, const_cast<StepType*>(&types_[i]),
-          &run_trampoline, t.can_compensate ? &compensate_trampoline : nullptr});
+          &run_trampoline, t.can_compensate ? &compensate_trampoline : nullptr,
+          t.runs_inline ? SAGA_STEP_INLINE : 0u});
     }
     plugin_ = saga_plugin{SAGA_ABI_MAJOR, SAGA_ABI_MINOR,  sizeof(saga_plugin), str(name_),
                           str(version_),  c_types_.data(), c_types_.size()};
