@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build run test test-asan asan-build clean format
+.PHONY: deps build run test test-asan asan-build bench clean format
 
 deps:
 	@./scripts/install-deps.sh
@@ -20,6 +20,10 @@ run: build
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+# Benchmarks against a fresh sagad; prints one table (bench/README.md).
+bench: build
+	@/usr/bin/python3 bench/bench.py --build $(BUILD)
 
 asan-build: deps
 	@cmake -S . -B $(ASAN_BUILD) -DSAGA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DSAGA_BUILD_BENCH=OFF >/dev/null

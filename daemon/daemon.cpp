@@ -290,54 +290,49 @@ void Daemon::reload_workflows() {
 
 void Daemon::recover_instances() {
   auto started = std::chrono::steady_clock::now();
-  std::vector<std::pair<std::string, std::string>> active;
-  auto scanned = journal_->scan_active(
-      [&](const std::string& id, const std::string& state) { active.emplace_back(id, state); });
+  size_t resumed = 0;
+  DefinitionPtr def;
+  std::vector<Event> events;
+  // The history alone rebuilds an instance; its first event names the version it is pinned to.
+  auto scanned = journal_->scan_active_histories(
+      [&](const std::string& id, std::vector<std::string>& history) {
+        events.clear();
+        events.reserve(history.size());
+        try {
+          for (const auto& text : history) events.push_back(event_from_json(json::parse(text)));
+        } catch (const std::exception& e) {
+          spdlog::error("recovery: instance {} has an unreadable history ({}); left as it is", id,
+                        e.what());
+          return;
+        }
+        if (events.empty() || events.front().type != EventType::instance_started) {
+          spdlog::error("recovery: instance {} has no instance_started event; left as it is", id);
+          return;
+        }
+        const std::string& version = events.front().version;
+        if (!def || def->version != version) def = workflows_->find_version(version);
+        if (!def) {
+          auto source = journal_->load_definition(version);
+          if (source && *source) def = workflows_->adopt(**source, version);
+        }
+        if (!def) {
+          spdlog::error(
+              "recovery: instance {} is pinned to workflow version {}, which is not in the "
+              "journal; it cannot resume",
+              id, version);
+          return;
+        }
+        auto live = std::make_unique<Live>();
+        live->def = def;
+        live->inst = replay(*def, id, events);
+        Live& ref = *live;
+        live_[id] = std::move(live);
+        commit(ref, recover(*def, ref.inst, now_ms()), false);
+        ++resumed;
+      });
   if (!scanned) {
     spdlog::critical("recovery: {}", scanned.error().message);
     std::exit(1);
-  }
-  size_t resumed = 0;
-  for (const auto& [id, state_text] : active) {
-    json state = json::parse(state_text, nullptr, false);
-    if (state.is_discarded() || !state.contains("version")) {
-      spdlog::error("recovery: instance {} has an unreadable state record; left as it is", id);
-      continue;
-    }
-    std::string version = state["version"].get<std::string>();
-    DefinitionPtr def = workflows_->find_version(version);
-    if (!def) {
-      auto source = journal_->load_definition(version);
-      if (source && *source) def = workflows_->adopt(**source, version);
-    }
-    if (!def) {
-      spdlog::error(
-          "recovery: instance {} is pinned to workflow version {}, which is not in the "
-          "journal; it cannot resume",
-          id, version);
-      continue;
-    }
-    auto history = journal_->load_history(id);
-    if (!history) {
-      spdlog::error("recovery: instance {}: {}", id, history.error().message);
-      continue;
-    }
-    std::vector<Event> events;
-    events.reserve(history->size());
-    try {
-      for (const auto& text : *history) events.push_back(event_from_json(json::parse(text)));
-    } catch (const std::exception& e) {
-      spdlog::error("recovery: instance {} has an unreadable history ({}); left as it is", id,
-                    e.what());
-      continue;
-    }
-    auto live = std::make_unique<Live>();
-    live->def = def;
-    live->inst = replay(*def, id, events);
-    Live& ref = *live;
-    live_[id] = std::move(live);
-    commit(ref, recover(*def, ref.inst, now_ms()), false);
-    ++resumed;
   }
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                   started)

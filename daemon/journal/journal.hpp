@@ -61,6 +61,10 @@ class Journal {
   // Calls `fn(id, state JSON)` for every instance not yet terminal.
   virtual Result<void> scan_active(
       const std::function<void(const std::string& id, const std::string& state)>& fn) = 0;
+  // Calls `fn(id, events)` with the whole history (event JSON, in seq order) of every instance
+  // not yet terminal, in id order, from one point in time: what recovery replays.
+  virtual Result<void> scan_active_histories(
+      const std::function<void(const std::string& id, std::vector<std::string>& events)>& fn) = 0;
   virtual Result<ListPage> list(const ListFilter& filter) = 0;
   virtual Result<std::optional<std::string>> load_definition(const std::string& version) = 0;
   // Up to `limit` ids of terminal instances whose last transition is older than `cutoff`,

@@ -307,6 +307,35 @@ class RocksDbJournal final : public Journal {
     return {};
   }
 
+  Result<void> scan_active_histories(
+      const std::function<void(const std::string&, std::vector<std::string>&)>& fn) override {
+    rocksdb::ManagedSnapshot snapshot(db_.get());
+    rocksdb::ReadOptions options;
+    options.snapshot = snapshot.snapshot();
+    std::unique_ptr<rocksdb::Iterator> active(db_->NewIterator(options, cfs_[kActive]));
+    // Both column families are in id order: one history iterator moves forward through all of
+    // them, instead of one iterator per instance.
+    std::unique_ptr<rocksdb::Iterator> history(db_->NewIterator(options, cfs_[kHistory]));
+    std::vector<std::string> events;
+    for (active->SeekToFirst(); active->Valid(); active->Next()) {
+      std::string id = active->key().ToString();
+      std::string prefix = history_prefix(id);
+      events.clear();
+      for (history->Seek(prefix); history->Valid() && history->key().starts_with(prefix);
+           history->Next()) {
+        events.push_back(history->value().ToString());
+      }
+      if (!history->status().ok()) {
+        return storage_error(dir_, "reading the history of " + id, history->status());
+      }
+      fn(id, events);
+    }
+    if (!active->status().ok()) {
+      return storage_error(dir_, "scanning active instances", active->status());
+    }
+    return {};
+  }
+
   Result<ListPage> list(const ListFilter& filter) override {
     if (filter.limit == 0) {
       return make_error(ErrorCode::invalid_argument, "list limit must be at least 1");

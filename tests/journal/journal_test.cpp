@@ -206,6 +206,35 @@ TEST_CASE(
   CHECK(active_ids(*j) == std::vector<std::string>{"x", "y"});
 }
 
+TEST_CASE("recovery's scan gives each active instance its whole history, in id order") {
+  TempDir dir;
+  auto j = open_ok(dir.path);
+  CommitBatch b;
+  // "a" and "a\x01"-like neighbours must not bleed into each other's history.
+  b.instances.push_back(instance_write("b", 1, state_json("b", "running"), false, 1, 3, true));
+  b.instances.push_back(instance_write("a", 2, state_json("a", "running"), false, 1, 2, true));
+  b.instances.push_back(instance_write("ab", 3, state_json("ab", "running"), false, 1, 1, true));
+  b.instances.push_back(
+      instance_write("done", 4, state_json("done", "completed"), true, 1, 4, true));
+  commit_ok(*j, b);
+  CommitBatch more;
+  more.instances.push_back(instance_write("a", 2, state_json("a", "running"), false, 3, 2, false));
+  commit_ok(*j, more);
+
+  std::vector<std::pair<std::string, std::vector<std::string>>> seen;
+  REQUIRE(j->scan_active_histories([&](const std::string& id, std::vector<std::string>& events) {
+             seen.emplace_back(id, events);
+           }).has_value());
+  REQUIRE(seen.size() == 3);
+  CHECK(seen[0].first == "a");
+  CHECK(seen[0].second ==
+        std::vector<std::string>{event_json(1), event_json(2), event_json(3), event_json(4)});
+  CHECK(seen[1].first == "ab");
+  CHECK(seen[1].second == std::vector<std::string>{event_json(1)});
+  CHECK(seen[2].first == "b");
+  CHECK(seen[2].second == std::vector<std::string>{event_json(1), event_json(2), event_json(3)});
+}
+
 TEST_CASE("several writes of one instance in a batch apply in order") {
   // What group commit produces: a start and the transitions that followed it.
   TempDir dir;

@@ -33,6 +33,10 @@ class SlowJournal : public Journal {
       const std::function<void(const std::string&, const std::string&)>&) override {
     return {};
   }
+  Result<void> scan_active_histories(
+      const std::function<void(const std::string&, std::vector<std::string>&)>&) override {
+    return {};
+  }
   Result<ListPage> list(const ListFilter&) override { return ListPage{}; }
   Result<std::optional<std::string>> load_definition(const std::string&) override {
     return std::nullopt;
