@@ -158,6 +158,10 @@ class Daemon {
   void dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt);
   void on_attempt_done(const std::string& id, const AttemptResult& result);
   void on_journal_failure(const Error& error);
+  // Calls answered once their transition is durable; a journal failure answers them with an
+  // error instead, so that no client waits for an acknowledgement that cannot come.
+  uint64_t await_durable(const ControlServer::Call& call);
+  std::optional<Waiter> take_awaiting(uint64_t token);
   Live* find_live(const std::string& id);
 
   // Timers.
@@ -211,6 +215,8 @@ class Daemon {
   std::string secrets_dir_;
   uint64_t id_counter_ = std::random_device{}();
   std::map<std::string, WorkflowStats> stats_;
+  std::unordered_map<uint64_t, Waiter> awaiting_durable_;
+  uint64_t next_await_token_ = 0;
   uint64_t compensations_ = 0;
   uint64_t retries_ = 0;
 };
@@ -258,8 +264,8 @@ Result<void> Daemon::open() {
                       "cannot create state directory " + config_.state_dir + ": " + ec.message());
   }
   if (auto locked = lock_state_dir(); !locked) return locked;
-  auto journal =
-      open_rocksdb_journal((fs::path(config_.state_dir) / "journal").string(), config_.durability);
+  auto journal = open_rocksdb_journal((fs::path(config_.state_dir) / "journal").string(),
+                                      config_.durability, config_.min_free_mb << 20);
   if (!journal) return std::unexpected(journal.error());
   journal_ = std::move(*journal);
   secrets_dir_ = config_.secrets_dir;
@@ -548,6 +554,20 @@ void Daemon::on_attempt_done(const std::string& id, const AttemptResult& r) {
   commit(*live, on_attempt_result(*live->def, live->inst, r, now_ms()), false);
 }
 
+uint64_t Daemon::await_durable(const ControlServer::Call& call) {
+  uint64_t token = next_await_token_++;
+  awaiting_durable_.emplace(token, Waiter{call.conn, call.id});
+  return token;
+}
+
+std::optional<Waiter> Daemon::take_awaiting(uint64_t token) {
+  auto it = awaiting_durable_.find(token);
+  if (it == awaiting_durable_.end()) return std::nullopt;
+  Waiter w = std::move(it->second);
+  awaiting_durable_.erase(it);
+  return w;
+}
+
 void Daemon::on_journal_failure(const Error& error) {
   if (journal_failed_) return;
   journal_failed_ = true;
@@ -555,6 +575,22 @@ void Daemon::on_journal_failure(const Error& error) {
       "journal write failed: {}. sagad accepts no new work and acts on nothing "
       "further; free the disk and restart it: every acknowledged instance resumes",
       error.message);
+  const int code = rpc::error_code_for(ErrorCode::unavailable);
+  for (auto& [token, w] : awaiting_durable_) {
+    ControlServer::reply_error(w.conn, w.id, code,
+                               "the journal is unavailable (a write failed: " + error.message +
+                                   "); this request was not carried out");
+  }
+  awaiting_durable_.clear();
+  for (auto& [id, live] : live_) {
+    for (auto& w : live->waiters) {
+      ControlServer::reply_error(
+          w.conn, w.id, code,
+          "the journal is unavailable (a write failed); instance " + id +
+              " is not carried on now: what of it was journaled resumes when sagad restarts");
+    }
+    live->waiters.clear();
+  }
 }
 
 Timers::iterator Daemon::add_timer(TimePoint at, TimerEntry entry) {
@@ -713,8 +749,13 @@ void Daemon::handle_start(ControlServer::Call& call) {
   live_[instance_id] = std::move(owned);
   if (wait) live.waiters.push_back({call.conn, call.id});
   Transition t = start(*def, live.inst, instance_id, std::move(input), call.peer.uid, now_ms());
-  commit(live, std::move(t), true, [conn = call.conn, rid = call.id, instance_id, wait] {
-    if (!wait) ControlServer::reply(conn, rid, {{"id", instance_id}, {"existing", false}});
+  std::optional<uint64_t> token;
+  if (!wait) token = await_durable(call);
+  commit(live, std::move(t), true, [this, token, instance_id] {
+    if (!token) return;
+    if (auto w = take_awaiting(*token)) {
+      ControlServer::reply(w->conn, w->id, {{"id", instance_id}, {"existing", false}});
+    }
   });
 }
 
@@ -788,8 +829,8 @@ void Daemon::handle_retry_or_cancel(ControlServer::Call& call, bool is_retry) {
   if (!t) return reply_error(call, t.error());
   json instance = instance_to_json(*live->def, live->inst);
   commit(*live, std::move(*t), false,
-         [conn = call.conn, rid = call.id, instance = std::move(instance)] {
-           ControlServer::reply(conn, rid, instance);
+         [this, token = await_durable(call), instance = std::move(instance)] {
+           if (auto w = take_awaiting(token)) ControlServer::reply(w->conn, w->id, instance);
          });
 }
 

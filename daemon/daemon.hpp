@@ -22,8 +22,9 @@ struct Config {
   uint32_t workers = 16;
   Durability durability = Durability::sync;
   Millis retention{30LL * 24 * 3600 * 1000};
-  std::string secrets_dir;  // empty: $CREDENTIALS_DIRECTORY when set
-  Millis grace{10'000};     // how long draining waits for running attempts
+  std::string secrets_dir;    // empty: $CREDENTIALS_DIRECTORY when set
+  Millis grace{10'000};       // how long draining waits for running attempts
+  uint64_t min_free_mb = 64;  // the journal stops taking commits below this much free space
 };
 
 // Runs the daemon until SIGTERM/SIGINT; returns the process exit code.

@@ -47,9 +47,9 @@ void setup_logging(const std::string& level) {
 // Reads the YAML config file into `config`; keys are the long flag names.
 bool read_config_file(const std::string& path, saga::Config& config, std::string& log_level,
                       const std::set<std::string>& from_flags, std::string& error) {
-  static const std::set<std::string> kKeys = {"workflows", "plugins",    "state",     "socket",
-                                              "workers",   "durability", "retention", "secrets",
-                                              "log-level", "grace"};
+  static const std::set<std::string> kKeys = {"workflows", "plugins",    "state",      "socket",
+                                              "workers",   "durability", "retention",  "secrets",
+                                              "log-level", "grace",      "min-free-mb"};
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
@@ -73,7 +73,7 @@ bool read_config_file(const std::string& path, saga::Config& config, std::string
     if (!kKeys.contains(key)) {
       error = where + "unknown option " + key +
               "; options are workflows, plugins, state, socket, workers, durability, retention, "
-              "secrets, log-level, grace";
+              "secrets, log-level, grace, min-free-mb";
       return false;
     }
     if (from_flags.contains(key)) continue;
@@ -91,6 +91,7 @@ bool read_config_file(const std::string& path, saga::Config& config, std::string
       if (key == "state") config.state_dir = v.as<std::string>();
       if (key == "socket") config.socket_path = v.as<std::string>();
       if (key == "workers") config.workers = v.as<uint32_t>();
+      if (key == "min-free-mb") config.min_free_mb = v.as<uint64_t>();
       if (key == "secrets") config.secrets_dir = v.as<std::string>();
       if (key == "log-level") log_level = v.as<std::string>();
       if (key == "durability" || key == "retention" || key == "grace") {
@@ -143,6 +144,10 @@ int main(int argc, char** argv) {
                  "directory of secret files (default $CREDENTIALS_DIRECTORY)");
   app.add_option("--grace", grace, "how long a shutdown waits for running attempts")
       ->capture_default_str();
+  app.add_option("--min-free-mb", config.min_free_mb,
+                 "free space (MiB) kept on the journal's file system: below it sagad stops "
+                 "taking work, before the disk is full")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical"}))
       ->capture_default_str();
@@ -150,7 +155,7 @@ int main(int argc, char** argv) {
 
   std::set<std::string> from_flags;
   for (const char* name : {"workflows", "plugins", "state", "socket", "workers", "durability",
-                           "retention", "secrets", "log-level", "grace"}) {
+                           "retention", "secrets", "log-level", "grace", "min-free-mb"}) {
     if (app.count(std::string("--") + name) > 0) from_flags.insert(name);
   }
   std::string path = config_file.empty() ? kDefaultConfig : config_file;

@@ -77,8 +77,10 @@ class Journal {
 enum class Durability { sync, async };
 
 // Opens (creating when missing) the RocksDB journal in `dir`. Refuses a journal whose format
-// version it does not know, with a message naming both versions.
-Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir,
-                                                      Durability durability);
+// version it does not know, with a message naming both versions. A commit is refused, as a
+// write error, when the file system holding `dir` has less than `min_free_bytes` available: a
+// full disk then stops the journal cleanly, before RocksDB itself runs out of room.
+Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Durability durability,
+                                                      uint64_t min_free_bytes = 0);
 
 }  // namespace saga

@@ -1,12 +1,15 @@
 // The journal on an embedded RocksDB: one column family per kind of record, every commit a single
 // WriteBatch so that an instance's events, its state and its index entries land together or not at
 // all.
+#include <fmt/format.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/snapshot.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <array>
@@ -224,8 +227,13 @@ class RocksDbJournal final : public Journal {
   // `cfs` holds kCfCount handles in Cf order, then those of column families this version does not
   // use; the journal destroys them all.
   RocksDbJournal(std::string dir, std::unique_ptr<rocksdb::DB> db,
-                 std::vector<rocksdb::ColumnFamilyHandle*> cfs, Durability durability)
-      : dir_(std::move(dir)), db_(std::move(db)), cfs_(std::move(cfs)), durability_(durability) {
+                 std::vector<rocksdb::ColumnFamilyHandle*> cfs, Durability durability,
+                 uint64_t min_free_bytes)
+      : dir_(std::move(dir)),
+        db_(std::move(db)),
+        cfs_(std::move(cfs)),
+        durability_(durability),
+        min_free_bytes_(min_free_bytes) {
     write_options_.sync = durability == Durability::sync;
   }
   RocksDbJournal(const RocksDbJournal&) = delete;
@@ -240,6 +248,21 @@ class RocksDbJournal final : public Journal {
   }
 
   Result<void> commit(const CommitBatch& batch) override {
+    // RocksDB does not recover from a write that hits a full disk (this version can even abort on
+    // the next write to that file): the journal stops short of it, while room is left.
+    if (min_free_bytes_ > 0) {
+      struct statvfs fs {};
+      if (::statvfs(dir_.c_str(), &fs) == 0) {
+        uint64_t free = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+        if (free < min_free_bytes_) {
+          return make_error(ErrorCode::unavailable,
+                            fmt::format("the file system holding the journal in {} has {} KiB "
+                                        "free, less than the {} MiB kept in reserve "
+                                        "(--min-free-mb)",
+                                        dir_, free >> 10, min_free_bytes_ >> 20));
+        }
+      }
+    }
     Batch wb(cfs_);
     for (const auto& [version, source] : batch.definitions) wb.put(kDefinitions, version, source);
     for (const auto& w : batch.instances) {
@@ -458,13 +481,14 @@ class RocksDbJournal final : public Journal {
   std::unique_ptr<rocksdb::DB> db_;
   const std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
   const Durability durability_;
+  const uint64_t min_free_bytes_;
   rocksdb::WriteOptions write_options_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir,
-                                                      Durability durability) {
+Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Durability durability,
+                                                      uint64_t min_free_bytes) {
   Tuning tuning = tuned_options();
 
   // An existing journal is opened with exactly the column families it has, so that nothing is
@@ -563,7 +587,7 @@ Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir,
 
   cfs.insert(cfs.end(), unknown.begin(), unknown.end());
   return std::unique_ptr<Journal>(
-      new RocksDbJournal(dir, std::move(db), std::move(cfs), durability));
+      new RocksDbJournal(dir, std::move(db), std::move(cfs), durability, min_free_bytes));
 }
 
 }  // namespace saga

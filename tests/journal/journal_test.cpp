@@ -610,3 +610,16 @@ TEST_CASE("commits from a writer thread while another thread reads") {
   all.limit = 1000;
   CHECK(j->list(all)->states.size() == kInstances);
 }
+
+TEST_CASE("a commit is refused, naming the reserve, when the disk has less room than it") {
+  TempDir dir;
+  auto opened = open_rocksdb_journal(dir.path, Durability::sync, uint64_t{1} << 62);
+  REQUIRE(opened.has_value());
+  CommitBatch b;
+  b.instances.push_back(instance_write("r", 1, state_json("r", "running"), false, 1, 1, true));
+  auto r = (*opened)->commit(b);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().code == ErrorCode::unavailable);
+  CHECK(r.error().message.find("kept in reserve") != std::string::npos);
+  CHECK((*opened)->load_state("r")->has_value() == false);
+}
