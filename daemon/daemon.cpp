@@ -897,6 +897,7 @@ json Daemon::stats_json() const {
       {"retries", retries_},
       {"journal",
        {{"commits", cs.commits},
+        {"writes", cs.writes},
         {"avg_batch",
          cs.commits ? static_cast<double>(cs.writes) / static_cast<double>(cs.commits) : 0.0},
         {"commit_ms", {{"p50", percentile(commit_ms, 50)}, {"p99", percentile(commit_ms, 99)}}}}},
