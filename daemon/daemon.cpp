@@ -18,6 +18,7 @@
 #include <memory>
 #include <random>
 #include <sstream>
+#include <thread>
 #include <unordered_map>
 
 #include "control/control_server.hpp"
@@ -294,52 +295,104 @@ void Daemon::reload_workflows() {
   for (const auto& e : workflows_->errors()) spdlog::error("{}", e.error);
 }
 
+namespace {
+
+// One instance being recovered: its journaled history, then its events, then its state.
+struct Recovering {
+  std::string id;
+  std::vector<std::string> history;
+  std::vector<Event> events;
+  DefinitionPtr def;
+  Instance inst;
+  std::string error;  // set: it cannot resume
+};
+
+// Runs fn(i) for i in [0, n) on up to `threads` threads (this one included).
+template <class Fn>
+void parallel_for(size_t n, size_t threads, Fn fn) {
+  threads = std::clamp<size_t>(threads, 1, std::max<size_t>(n, 1));
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < n; i = next++) fn(i);
+  };
+  std::vector<std::thread> helpers;
+  for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
+  work();
+  for (auto& h : helpers) h.join();
+}
+
+}  // namespace
+
 void Daemon::recover_instances() {
   auto started = std::chrono::steady_clock::now();
   size_t resumed = 0;
+  // Parsing and replaying histories is pure work, spread over the cores in chunks (which bound
+  // the memory it takes); the instances are then adopted here, on the loop thread.
+  constexpr size_t kChunk = 4096;
+  const size_t threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
+  std::vector<Recovering> chunk;
+  chunk.reserve(kChunk);
   DefinitionPtr def;
-  std::vector<Event> events;
-  // The history alone rebuilds an instance; its first event names the version it is pinned to.
+  auto resume_chunk = [&] {
+    parallel_for(chunk.size(), threads, [&](size_t i) {
+      Recovering& r = chunk[i];
+      r.events.reserve(r.history.size());
+      try {
+        for (const auto& text : r.history) r.events.push_back(event_from_json(json::parse(text)));
+      } catch (const std::exception& e) {
+        r.error = fmt::format("has an unreadable history ({}); left as it is", e.what());
+      }
+      r.history = {};
+      if (r.error.empty() &&
+          (r.events.empty() || r.events.front().type != EventType::instance_started)) {
+        r.error = "has no instance_started event; left as it is";
+      }
+    });
+    // The history alone rebuilds an instance; its first event names the version it is pinned to.
+    for (Recovering& r : chunk) {
+      if (!r.error.empty()) continue;
+      const std::string& version = r.events.front().version;
+      if (!def || def->version != version) def = workflows_->find_version(version);
+      if (!def) {
+        auto source = journal_->load_definition(version);
+        if (source && *source) def = workflows_->adopt(**source, version);
+      }
+      if (!def) {
+        r.error = "is pinned to workflow version " + version +
+                  ", which is not in the journal; it cannot resume";
+      }
+      r.def = def;
+    }
+    parallel_for(chunk.size(), threads, [&](size_t i) {
+      Recovering& r = chunk[i];
+      if (r.error.empty()) r.inst = replay(*r.def, r.id, r.events);
+      r.events = {};
+    });
+    for (Recovering& r : chunk) {
+      if (!r.error.empty()) {
+        spdlog::error("recovery: instance {} {}", r.id, r.error);
+        continue;
+      }
+      auto live = std::make_unique<Live>();
+      live->def = r.def;
+      live->inst = std::move(r.inst);
+      Live& ref = *live;
+      live_[r.id] = std::move(live);
+      commit(ref, recover(*ref.def, ref.inst, now_ms()), false);
+      ++resumed;
+    }
+    chunk.clear();
+  };
   auto scanned = journal_->scan_active_histories(
       [&](const std::string& id, std::vector<std::string>& history) {
-        events.clear();
-        events.reserve(history.size());
-        try {
-          for (const auto& text : history) events.push_back(event_from_json(json::parse(text)));
-        } catch (const std::exception& e) {
-          spdlog::error("recovery: instance {} has an unreadable history ({}); left as it is", id,
-                        e.what());
-          return;
-        }
-        if (events.empty() || events.front().type != EventType::instance_started) {
-          spdlog::error("recovery: instance {} has no instance_started event; left as it is", id);
-          return;
-        }
-        const std::string& version = events.front().version;
-        if (!def || def->version != version) def = workflows_->find_version(version);
-        if (!def) {
-          auto source = journal_->load_definition(version);
-          if (source && *source) def = workflows_->adopt(**source, version);
-        }
-        if (!def) {
-          spdlog::error(
-              "recovery: instance {} is pinned to workflow version {}, which is not in the "
-              "journal; it cannot resume",
-              id, version);
-          return;
-        }
-        auto live = std::make_unique<Live>();
-        live->def = def;
-        live->inst = replay(*def, id, events);
-        Live& ref = *live;
-        live_[id] = std::move(live);
-        commit(ref, recover(*def, ref.inst, now_ms()), false);
-        ++resumed;
+        chunk.push_back(Recovering{id, std::move(history), {}, nullptr, {}, {}});
+        if (chunk.size() == kChunk) resume_chunk();
       });
   if (!scanned) {
     spdlog::critical("recovery: {}", scanned.error().message);
     std::exit(1);
   }
+  resume_chunk();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                   started)
                 .count();
