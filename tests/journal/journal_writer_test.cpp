@@ -41,6 +41,9 @@ class SlowJournal : public Journal {
     return std::vector<std::string>{};
   }
   Result<void> remove(const std::string&) override { return {}; }
+  Result<std::vector<std::pair<std::string, std::string>>> load_schedules() override {
+    return std::vector<std::pair<std::string, std::string>>{};
+  }
 
   std::mutex mu;
   bool fail = false;
