@@ -90,8 +90,10 @@ void Scheduler::sync(const std::vector<DefinitionPtr>& current) {
           save(key, added);
         }
         added.next = next_fire(added.cron, *added.zone, added.cursor);
-        spdlog::info("schedule {} ({} in {}): next fire {}", label(added), spec.cron, spec.timezone,
-                     added.next ? format_rfc3339(*added.next) : "never");
+        spdlog::info("schedule {} ({} in {}): {}", label(added), spec.cron, spec.timezone,
+                     paused_.contains(def->name) ? std::string("paused")
+                     : added.next                ? "next fire " + format_rfc3339(*added.next)
+                                                 : std::string("never fires"));
         continue;
       }
       Entry& e = it->second;
