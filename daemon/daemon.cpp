@@ -468,7 +468,9 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   scope.steps = &steps;
   scope.instance_id = id;
   scope.workflow = def.name;
-  if (auto fire = parse_fire_id(id); fire && fire->workflow == def.name) {
+  // A fire's id carries its time (DESIGN §3 schedules); only a workflow with that schedule has it.
+  if (auto fire = parse_fire_id(id);
+      fire && fire->workflow == def.name && fire->index < def.schedules.size()) {
     scope.schedule_fire_time =
         date::format("%FT%TZ", std::chrono::floor<std::chrono::seconds>(fire->fire));
   }

@@ -306,3 +306,37 @@ TEST_CASE("a schedule's second entry has its own ids", "[scheduler]") {
   CHECK(host.order ==
         std::vector<std::string>{"wf@2026-11-23T01:00:00Z", "wf#2@2026-11-23T01:00:00Z"});
 }
+
+TEST_CASE("while running, fires due at once (suspend, clock jump) start up to max_catchup",
+          "[scheduler]") {
+  FakeClock clock(utc("2026-11-23T00:30:00Z"));
+  FakeHost host;
+  Scheduler s(clock, host);
+  s.restore({});
+  ScheduleDef every_minute = hourly(Catchup::none, Overlap::allow, 3);
+  every_minute.cron = "* * * * *";
+  s.sync({workflow("wf", {every_minute})});
+  clock.set("2026-11-23T00:40:00Z");  // ten fires due, 00:31 .. 00:40
+  s.tick();
+  CHECK(host.order == std::vector<std::string>{"wf@2026-11-23T00:38:00Z", "wf@2026-11-23T00:39:00Z",
+                                               "wf@2026-11-23T00:40:00Z"});
+  CHECK(s.list()["schedules"][0]["skipped_catchup"] == 7);
+  CHECK(show(s.next_wakeup()) == "2026-11-23T00:41:00.000Z");
+}
+
+TEST_CASE("a schedule in a time zone fires at its local time", "[scheduler]") {
+  FakeClock clock(utc("2026-03-28T12:00:00Z"));
+  FakeHost host;
+  Scheduler s(clock, host);
+  s.restore({});
+  ScheduleDef spec = hourly();
+  spec.cron = "30 2 * * *";
+  spec.timezone = "Europe/Berlin";
+  s.sync({workflow("wf", {spec})});
+  // The spring-forward night: 02:30 does not exist and fires at 03:00 CEST.
+  CHECK(show(s.next_wakeup()) == "2026-03-29T01:00:00.000Z");
+  clock.set("2026-03-29T01:00:00Z");
+  s.tick();
+  CHECK(host.order == std::vector<std::string>{"wf@2026-03-29T01:00:00Z"});
+  CHECK(show(s.next_wakeup()) == "2026-03-30T00:30:00.000Z");
+}
