@@ -260,6 +260,13 @@ int main(int argc, char** argv) {
   workflows->add_option("--plugins", validate_plugins,
                         "with validate: check step types against the plugins in DIR (repeatable)");
 
+  std::vector<std::string> sched_args;
+  auto* schedules = app.add_subcommand(
+      "schedules",
+      "schedules with their next and last fire times; pause or resume a workflow's schedules\n\n"
+      "Example: sagactl schedules pause nightly-report");
+  schedules->add_option("args", sched_args, "list | pause WORKFLOW | resume WORKFLOW");
+
   auto* plugins = app.add_subcommand("plugins", "loaded plugins and their step types");
   auto* stats = app.add_subcommand("stats", "counts, success rates, durations, journal latency");
 
@@ -371,6 +378,36 @@ int main(int argc, char** argv) {
       if (rc == kOk && !o.json) std::cout << text_of(result["source"]);
     } else {
       return fail(kUsage, "workflows takes: list | show NAME | validate FILE...");
+    }
+  } else if (schedules->parsed()) {
+    std::string method = "schedules.list";
+    json params = json::object();
+    if (!sched_args.empty() && sched_args[0] != "list") {
+      if ((sched_args[0] != "pause" && sched_args[0] != "resume") || sched_args.size() != 2) {
+        return fail(kUsage, "schedules takes: list | pause WORKFLOW | resume WORKFLOW");
+      }
+      method = "schedules." + sched_args[0];
+      params["workflow"] = sched_args[1];
+    } else if (sched_args.size() > 1) {
+      return fail(kUsage, "schedules takes: list | pause WORKFLOW | resume WORKFLOW");
+    }
+    rc = call(o, method, params, result);
+    if (rc == kOk && !o.json) {
+      if (method != "schedules.list") {
+        std::cout << "schedules of " << sched_args[1]
+                  << (sched_args[0] == "pause" ? " paused" : " resumed") << "\n";
+      } else {
+        std::vector<std::vector<std::string>> rows{
+            {"WORKFLOW", "#", "CRON", "TIMEZONE", "NEXT FIRE", "LAST FIRE", "PAUSED", "SKIPPED"}};
+        for (const auto& sc : result["schedules"]) {
+          rows.push_back(
+              {text_of(sc["workflow"]), text_of(sc["schedule"]), text_of(sc["cron"]),
+               text_of(sc["timezone"]), text_of(sc["next_fire"]), text_of(sc["last_fire"]),
+               sc.value("paused", false) ? "yes" : "no",
+               std::to_string(sc.value("skipped_overlap", 0) + sc.value("skipped_catchup", 0))});
+        }
+        print_table(rows);
+      }
     }
   } else if (plugins->parsed()) {
     rc = call(o, "plugins.list", json::object(), result);

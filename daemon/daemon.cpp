@@ -27,6 +27,7 @@
 #include "executor/loop_queue.hpp"
 #include "journal/journal_writer.hpp"
 #include "plugin_host/plugin_registry.hpp"
+#include "scheduler/scheduler.hpp"
 #include "workflow/registry.hpp"
 #include "workflow/template.hpp"
 
@@ -41,7 +42,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using Conn = std::weak_ptr<ControlServer::Connection>;
 
-enum class TimerKind { retry, deadline, attempt_timeout, stop_grace };
+enum class TimerKind { retry, deadline, attempt_timeout, stop_grace, schedule };
 
 struct TimerEntry {
   std::string id;
@@ -135,7 +136,7 @@ void mask(std::string& text, const std::string& secret) {
   }
 }
 
-class Daemon {
+class Daemon final : private ScheduleHost {
  public:
   explicit Daemon(const Config& config) : config_(config) {}
   ~Daemon() {
@@ -187,6 +188,16 @@ class Daemon {
   // Retention: deletes terminal instances older than --retention, a batch per tick.
   void expire_instances();
 
+  // Schedules (DESIGN §3 `schedule:`): the Scheduler decides, these start and journal.
+  void start_scheduler();
+  void sync_schedules();
+  void on_schedules_due();
+  void handle_schedules(ControlServer::Call& call);
+  bool start_fire(const DefinitionPtr& def, const std::string& id, json input) override;
+  bool is_running(const std::string& id) const override;
+  void persist(const std::string& key, std::optional<std::string> value,
+               std::function<void()> on_durable) override;
+
   // Shutdown.
   void begin_drain(const char* why);
   void finish_drain();
@@ -220,6 +231,9 @@ class Daemon {
   uint64_t next_await_token_ = 0;
   uint64_t compensations_ = 0;
   uint64_t retries_ = 0;
+  SystemClock clock_;
+  std::unique_ptr<Scheduler> scheduler_;  // null until recovery is done
+  std::optional<Timers::iterator> schedule_timer_;
 };
 
 template <class Handle>
@@ -293,6 +307,7 @@ void Daemon::reload_workflows() {
     spdlog::info("workflow {} version {} loaded from {}", def->name, def->version, def->file);
   }
   for (const auto& e : workflows_->errors()) spdlog::error("{}", e.error);
+  sync_schedules();
 }
 
 namespace {
@@ -509,6 +524,12 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   scope.steps = &steps;
   scope.instance_id = id;
   scope.workflow = def.name;
+  // A fire's id carries its time (DESIGN §3 schedules); only a workflow with that schedule has it.
+  if (auto fire = parse_fire_id(id);
+      fire && fire->workflow == def.name && fire->index < def.schedules.size()) {
+    scope.schedule_fire_time =
+        date::format("%FT%TZ", std::chrono::floor<std::chrono::seconds>(fire->fire));
+  }
   auto secrets_used = std::make_shared<std::vector<std::string>>();
   scope.secret = [this, secrets_used](const std::string& name) {
     auto value = read_secret(secrets_dir_, name);
@@ -675,6 +696,10 @@ void Daemon::on_timer_fired() {
 }
 
 void Daemon::handle_timer(const TimerEntry& e, TimePoint now) {
+  if (e.kind == TimerKind::schedule) {
+    schedule_timer_.reset();
+    return on_schedules_due();
+  }
   Live* live = find_live(e.id);
   if (!live || journal_failed_) return;
   switch (e.kind) {
@@ -697,6 +722,8 @@ void Daemon::handle_timer(const TimerEntry& e, TimePoint now) {
                              "attempt timed out after " + format_duration(*sd.timeout)});
       break;
     }
+    case TimerKind::schedule:
+      break;
     case TimerKind::stop_grace: {
       auto running = live->running;
       for (const auto& a : running) {
@@ -1037,6 +1064,7 @@ void Daemon::on_call(ControlServer::Call call) {
   }
   if (m == "plugins.list") return ControlServer::reply(call.conn, call.id, plugins_json());
   if (m == "stats") return ControlServer::reply(call.conn, call.id, stats_json());
+  if (m.starts_with("schedules.")) return handle_schedules(call);
   if (m == "start" || m == "retry" || m == "cancel") {
     if (journal_failed_) {
       return reply_error(call, {ErrorCode::unavailable,
@@ -1051,6 +1079,89 @@ void Daemon::on_call(ControlServer::Call call) {
   }
   ControlServer::reply_error(call.conn, call.id, rpc::kMethodNotFound,
                              "unknown method " + m + "; sagactl --help lists the commands");
+}
+
+void Daemon::start_scheduler() {
+  auto records = journal_->load_schedules();
+  if (!records) {
+    spdlog::critical("recovery: {}", records.error().message);
+    std::exit(1);
+  }
+  ScheduleHost& host = *this;
+  scheduler_ = std::make_unique<Scheduler>(clock_, host);
+  scheduler_->restore(*records);
+  sync_schedules();
+}
+
+void Daemon::sync_schedules() {
+  if (!scheduler_ || journal_failed_) return;
+  scheduler_->sync(workflows_->current());
+  if (schedule_timer_) timers_.erase(*schedule_timer_);
+  schedule_timer_.reset();
+  if (auto next = scheduler_->next_wakeup()) {
+    schedule_timer_ = add_timer(*next, {"", TimerKind::schedule, 0, Phase::run, 0});
+  }
+  rearm_timer();
+}
+
+void Daemon::on_schedules_due() {
+  if (journal_failed_ || draining_) return;
+  scheduler_->tick();
+  if (auto next = scheduler_->next_wakeup()) {
+    schedule_timer_ = add_timer(*next, {"", TimerKind::schedule, 0, Phase::run, 0});
+  }
+}
+
+bool Daemon::start_fire(const DefinitionPtr& def, const std::string& id, json input) {
+  if (find_live(id)) return false;
+  auto stored = journal_->load_state(id);
+  if (!stored) {
+    spdlog::error("schedule: cannot check for instance {}: {}", id, stored.error().message);
+    return false;
+  }
+  if (*stored) return false;
+  auto owned = std::make_unique<Live>();
+  owned->def = def;
+  Live& live = *owned;
+  live_[id] = std::move(owned);
+  commit(live, start(*def, live.inst, id, std::move(input), std::nullopt, now_ms()), true);
+  return true;
+}
+
+bool Daemon::is_running(const std::string& id) const {
+  auto it = live_.find(id);
+  return it != live_.end() && !is_settled(it->second->inst.state);
+}
+
+void Daemon::persist(const std::string& key, std::optional<std::string> value,
+                     std::function<void()> on_durable) {
+  writer_->submit_schedule(key, std::move(value), std::move(on_durable));
+}
+
+void Daemon::handle_schedules(ControlServer::Call& call) {
+  if (call.method == "schedules.list") {
+    return ControlServer::reply(call.conn, call.id, scheduler_->list());
+  }
+  const bool pause = call.method == "schedules.pause";
+  if (!pause && call.method != "schedules.resume") {
+    return ControlServer::reply_error(call.conn, call.id, rpc::kMethodNotFound,
+                                      "unknown method " + call.method +
+                                          "; use schedules.list, schedules.pause or "
+                                          "schedules.resume");
+  }
+  auto workflow = string_param(call.params, "workflow");
+  if (!workflow || *workflow == "\x01") {
+    return reply_invalid(call, call.method + " needs \"workflow\", a string");
+  }
+  if (journal_failed_ || draining_) {
+    return reply_error(call, {ErrorCode::unavailable, "sagad cannot journal this now"});
+  }
+  auto done = [this, conn = call.conn, rid = call.id] {
+    if (scheduler_) ControlServer::reply(conn, rid, scheduler_->list());
+  };
+  auto r = pause ? scheduler_->pause(*workflow, done) : scheduler_->resume(*workflow, done);
+  if (!r) return reply_error(call, r.error());
+  sync_schedules();  // re-arms: a paused schedule has no next fire
 }
 
 void Daemon::expire_instances() {
@@ -1144,6 +1255,7 @@ int Daemon::run() {
       });
   reload_workflows();
   recover_instances();
+  start_scheduler();
 
   server_ = std::make_unique<ControlServer>(
       &loop_, [this](ControlServer::Call call) { on_call(std::move(call)); });

@@ -42,6 +42,21 @@ struct StepDef {
 
 enum class OnFailure { compensate, halt };
 
+// Fires missed while sagad was down: start none, the newest, or all (up to max_catchup).
+enum class Catchup { none, latest, all };
+// A fire while the schedule's previous instance is still running: skip it, or start anyway.
+enum class Overlap { skip, allow };
+
+// One `schedule:` entry. The cron text was validated at load; the scheduler parses it again.
+struct ScheduleDef {
+  std::string cron;
+  std::string timezone = "UTC";
+  json input = json::object();
+  Catchup catchup = Catchup::latest;
+  Overlap overlap = Overlap::skip;
+  uint32_t max_catchup = 100;
+};
+
 struct Definition {
   std::string name;
   std::string description;
@@ -53,6 +68,7 @@ struct Definition {
   uint32_t max_parallel = 8;
   std::vector<std::string> required_input;
   std::vector<StepDef> steps;
+  std::vector<ScheduleDef> schedules;
 
   // Index of the step named `name`, or nullopt.
   std::optional<uint32_t> step_index(std::string_view name) const {

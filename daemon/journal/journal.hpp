@@ -32,6 +32,9 @@ struct InstanceWrite {
 struct CommitBatch {
   std::vector<InstanceWrite> instances;
   std::vector<std::pair<std::string, std::string>> definitions;  // version, YAML source
+  // Schedule bookkeeping (the scheduler's records: last fire, pause): key -> JSON record, or
+  // nullopt to delete the key.
+  std::vector<std::pair<std::string, std::optional<std::string>>> schedules;
 };
 
 struct ListFilter {
@@ -72,6 +75,8 @@ class Journal {
   virtual Result<std::vector<std::string>> expired(TimePoint cutoff, size_t limit) = 0;
   // Deletes an instance with its history and index entries.
   virtual Result<void> remove(const std::string& id) = 0;
+  // Every schedule record (key, JSON), in key order.
+  virtual Result<std::vector<std::pair<std::string, std::string>>> load_schedules() = 0;
 };
 
 enum class Durability { sync, async };

@@ -35,6 +35,17 @@ void JournalWriter::submit_definition(std::string version, std::string source) {
   cv_.notify_one();
 }
 
+void JournalWriter::submit_schedule(std::string key, std::optional<std::string> record,
+                                    std::function<void()> on_durable) {
+  {
+    std::lock_guard lock(mu_);
+    if (failed_) return;
+    pending_.schedules.emplace_back(std::move(key), std::move(record));
+    if (on_durable) callbacks_.push_back(std::move(on_durable));
+  }
+  cv_.notify_one();
+}
+
 void JournalWriter::run() {
   pthread_setname_np(pthread_self(), "saga-journal");
   for (;;) {
@@ -43,9 +54,13 @@ void JournalWriter::run() {
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [this] {
-        return stopping_ || !pending_.instances.empty() || !pending_.definitions.empty();
+        return stopping_ || !pending_.instances.empty() || !pending_.definitions.empty() ||
+               !pending_.schedules.empty();
       });
-      if (pending_.instances.empty() && pending_.definitions.empty()) return;  // stopping
+      if (pending_.instances.empty() && pending_.definitions.empty() &&
+          pending_.schedules.empty()) {
+        return;  // stopping
+      }
       batch = std::move(pending_);
       pending_ = {};
       callbacks.swap(callbacks_);

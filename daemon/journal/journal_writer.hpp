@@ -40,6 +40,9 @@ class JournalWriter {
   // Any thread. `on_durable` is delivered once the write is durable, never if it fails.
   void submit(InstanceWrite write, std::function<void()> on_durable);
   void submit_definition(std::string version, std::string source);
+  // A schedule record (nullopt deletes it); `on_durable` may be null.
+  void submit_schedule(std::string key, std::optional<std::string> record,
+                       std::function<void()> on_durable);
   // Commits what is pending, then joins the writer thread.
   void stop();
   CommitStats stats() const;

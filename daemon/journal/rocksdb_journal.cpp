@@ -37,10 +37,14 @@ enum Cf : size_t {
   kIndex,        // id -> be64(created ms), so that remove() finds the by_created key
   kDefinitions,  // version -> YAML
   kMeta,         // format_version -> "1"
+  // Added within format 1: an older sagad opens a journal with it and leaves it alone, and a
+  // journal without it gets it when opened.
+  kSchedules,  // scheduler record key ("schedule/WORKFLOW/N", "paused/WORKFLOW") -> JSON
   kCfCount
 };
 constexpr std::array<std::string_view, kCfCount> kCfNames = {
-    "default", "instances", "history", "active", "by_created", "index", "definitions", "meta"};
+    "default", "instances",   "history", "active",   "by_created",
+    "index",   "definitions", "meta",    "schedules"};
 
 size_t cf_index(std::string_view name) {
   return static_cast<size_t>(std::find(kCfNames.begin(), kCfNames.end(), name) - kCfNames.begin());
@@ -265,6 +269,13 @@ class RocksDbJournal final : public Journal {
     }
     Batch wb(cfs_);
     for (const auto& [version, source] : batch.definitions) wb.put(kDefinitions, version, source);
+    for (const auto& [key, record] : batch.schedules) {
+      if (record) {
+        wb.put(kSchedules, key, *record);
+      } else {
+        wb.del(kSchedules, key);
+      }
+    }
     for (const auto& w : batch.instances) {
       if (w.id.empty() || w.id.find('\0') != std::string::npos) {
         return make_error(ErrorCode::invalid_argument,
@@ -464,6 +475,17 @@ class RocksDbJournal final : public Journal {
     auto s = db_->Write(rocksdb::WriteOptions(), wb.write_batch());
     if (!s.ok()) return storage_error(dir_, "deleting instance " + id, s);
     return {};
+  }
+
+  Result<std::vector<std::pair<std::string, std::string>>> load_schedules() override {
+    std::vector<std::pair<std::string, std::string>> records;
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), cfs_[kSchedules]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      records.emplace_back(it->key().ToString(), it->value().ToString());
+    }
+    if (!it->status().ok()) return storage_error(dir_, "reading schedules", it->status());
+    return records;
   }
 
  private:

@@ -16,6 +16,8 @@
 #include <sstream>
 #include <string_view>
 
+#include "scheduler/cron.hpp"
+#include "scheduler/fire_times.hpp"
 #include "workflow/template.hpp"
 
 namespace saga {
@@ -508,6 +510,7 @@ class Loader {
     }
     try {
       read_top(root);
+      check_schedule_inputs();
       if (!steps_.empty()) check_steps();
     } catch (const YAML::Exception& e) {
       // The document parsed, so this is a bug in how it is read; say where anyway.
@@ -523,12 +526,8 @@ class Loader {
   void read_top(const YAML::Node& root) {
     static const std::vector<std::string_view> kAllowed{"name",     "description",  "on_failure",
                                                         "timeout",  "max_parallel", "input",
-                                                        "defaults", "steps"};
-    static const std::vector<std::pair<std::string_view, std::string_view>> kRejected{
-        {"schedule",
-         "schedules are not supported by this version of saga yet; remove the \"schedule\" key "
-         "and start instances with sagactl start"}};
-    const Fields f = Fields::read(root, kAllowed, "at the top level", diags_, kRejected);
+                                                        "defaults", "schedule",     "steps"};
+    const Fields f = Fields::read(root, kAllowed, "at the top level", diags_);
 
     if (auto* x = f.find("name")) {
       if (auto name = read_string(*x, "\"name\"", diags_)) {
@@ -562,6 +561,7 @@ class Loader {
     }
     if (auto* x = f.find("input")) read_input(*x);
     if (auto* x = f.find("defaults")) read_defaults(*x);
+    if (auto* x = f.find("schedule")) read_schedules(*x);
 
     const Field* steps = f.find("steps");
     if (!steps) {
@@ -577,6 +577,124 @@ class Loader {
       return;
     }
     for (const YAML::Node& s : steps->value) read_step(s);
+  }
+
+  void read_schedules(const Field& f) {
+    if (f.value.IsNull()) return;
+    if (!f.value.IsSequence()) {
+      diags_.add(f.mark(),
+                 "\"schedule\" must be a list of schedules such as - cron: \"0 3 * * *\", "
+                 "not " +
+                     describe(f.value));
+      return;
+    }
+    for (const YAML::Node& node : f.value) {
+      const std::string who = "schedule " + std::to_string(def_.schedules.size() + 1);
+      ScheduleDef sd;
+      if (!node.IsMap()) {
+        diags_.add(node.Mark(), who + " must be a mapping with \"cron\", not " + describe(node));
+        def_.schedules.push_back(std::move(sd));
+        continue;
+      }
+      static const std::vector<std::string_view> kAllowed{"cron",    "timezone", "input",
+                                                          "catchup", "overlap",  "max_catchup"};
+      const Fields fields = Fields::read(node, kAllowed, "in " + who, diags_);
+      std::optional<CronExpr> cron;
+      if (auto* x = fields.find("cron")) {
+        if (auto text = read_string(*x, "\"cron\" of " + who, diags_)) {
+          sd.cron = *text;
+          auto parsed = CronExpr::parse(*text);
+          if (parsed) {
+            cron = std::move(*parsed);
+          } else {
+            // Point into the expression: past the opening quote of a quoted scalar.
+            YAML::Mark at = x->value.Mark();
+            const auto pos = static_cast<size_t>(std::max(at.pos, 0));
+            const bool quoted =
+                pos < source_.size() && (source_[pos] == '"' || source_[pos] == '\'');
+            at.column += static_cast<int>(parsed.error().offset) + (quoted ? 1 : 0);
+            diags_.add(at, "bad cron expression " + in_quotes(*text) + " in " + who + ": " +
+                               parsed.error().message);
+          }
+        }
+      } else {
+        diags_.add(node.Mark(), who +
+                                    " has no \"cron\"; write when it fires, such as cron: "
+                                    "\"0 3 * * *\"");
+      }
+      const date::time_zone* zone = find_zone("UTC");
+      if (auto* x = fields.find("timezone")) {
+        if (auto tz = read_string(*x, "\"timezone\" of " + who, diags_)) {
+          sd.timezone = *tz;
+          zone = find_zone(*tz);
+          if (!zone) {
+            diags_.add(x->mark(), "unknown time zone " + in_quotes(*tz) + " in " + who +
+                                      "; use a name from the tz database, such as Europe/Berlin, "
+                                      "America/New_York or UTC");
+          }
+        }
+      }
+      if (cron && zone && !next_fire(*cron, *zone, from_unix_ms(0))) {
+        const Field* x = fields.find("cron");
+        diags_.add(x->mark(), "cron expression " + in_quotes(sd.cron) + " in " + who +
+                                  " never fires (no such date); check the day and month fields");
+      }
+      if (auto* x = fields.find("input")) {
+        if (x->value.IsMap()) {
+          sd.input = converter_.convert(x->value);
+          schedule_inputs_.emplace_back(def_.schedules.size(), x->value.Mark());
+        } else if (!x->value.IsNull()) {
+          diags_.add(x->mark(),
+                     "\"input\" of " + who + " must be a mapping, not " + describe(x->value));
+        }
+      } else {
+        schedule_inputs_.emplace_back(def_.schedules.size(), node.Mark());
+      }
+      if (auto* x = fields.find("catchup")) {
+        if (auto v = read_string(*x, "\"catchup\" of " + who, diags_)) {
+          if (*v == "none") {
+            sd.catchup = Catchup::none;
+          } else if (*v == "latest") {
+            sd.catchup = Catchup::latest;
+          } else if (*v == "all") {
+            sd.catchup = Catchup::all;
+          } else {
+            diags_.add(x->mark(), "\"catchup\" of " + who + " must be none, latest or all, not " +
+                                      in_quotes(*v));
+          }
+        }
+      }
+      if (auto* x = fields.find("overlap")) {
+        if (auto v = read_string(*x, "\"overlap\" of " + who, diags_)) {
+          if (*v == "skip") {
+            sd.overlap = Overlap::skip;
+          } else if (*v == "allow") {
+            sd.overlap = Overlap::allow;
+          } else {
+            diags_.add(x->mark(),
+                       "\"overlap\" of " + who + " must be skip or allow, not " + in_quotes(*v));
+          }
+        }
+      }
+      if (auto* x = fields.find("max_catchup")) {
+        if (auto n = read_count(*x, "\"max_catchup\" of " + who, diags_)) sd.max_catchup = *n;
+      }
+      def_.schedules.push_back(std::move(sd));
+    }
+  }
+
+  // A scheduled start must carry the input keys the workflow requires.
+  void check_schedule_inputs() {
+    for (const auto& [i, mark] : schedule_inputs_) {
+      std::vector<std::string_view> missing;
+      for (const auto& key : def_.required_input) {
+        if (!def_.schedules[i].input.contains(key)) missing.push_back(key);
+      }
+      if (!missing.empty()) {
+        diags_.add(mark, "the input of schedule " + std::to_string(i + 1) +
+                             " lacks required input keys: " + join(missing, ", "));
+      }
+    }
   }
 
   void read_input(const Field& f) {
@@ -934,14 +1052,18 @@ class Loader {
       if (p.size() == 2 && p[1] == "name") return std::nullopt;
       return shown + ": the only workflow field is name (${{ workflow.name }})";
     }
+    if (root == "schedule") {
+      if (p.size() == 2 && p[1] == "fire_time") return std::nullopt;
+      return shown + ": the only schedule field is fire_time (${{ schedule.fire_time }})";
+    }
     if (root == "secrets") {
       if (p.size() == 2) return std::nullopt;
       return shown + ": a secret is named by one word, as in ${{ secrets.NAME }}";
     }
     if (root != "steps") {
       return shown + " uses unknown name " + in_quotes(root) +
-             "; templates can use input, steps.NAME.output, instance.id, workflow.name and "
-             "secrets.NAME";
+             "; templates can use input, steps.NAME.output, instance.id, workflow.name, "
+             "schedule.fire_time and secrets.NAME";
     }
     if (p.size() < 3 || p[2] != "output") {
       return shown + ": write steps.NAME.output to use a step's output";
@@ -992,6 +1114,7 @@ class Loader {
   std::vector<StepNodes> steps_;
   std::map<std::string, uint32_t> index_;
   std::vector<std::vector<bool>> upstream_;  // upstream_[i][j]: j is a transitive dependency of i
+  std::vector<std::pair<size_t, YAML::Mark>> schedule_inputs_;  // schedule index, where to point
 };
 
 }  // namespace

@@ -196,6 +196,12 @@ class Renderer {
     }
     if (path.size() == 2 && root == "instance" && path[1] == "id") return json(scope_.instance_id);
     if (path.size() == 2 && root == "workflow" && path[1] == "name") return json(scope_.workflow);
+    if (path.size() == 2 && root == "schedule" && path[1] == "fire_time") {
+      if (!scope_.schedule_fire_time) {
+        return fail(ref, "this instance was not started by a schedule, so it has no fire time");
+      }
+      return json(*scope_.schedule_fire_time);
+    }
     if (path.size() == 2 && root == "secrets") {
       std::optional<std::string> secret;
       if (scope_.secret) secret = scope_.secret(path[1]);
@@ -205,7 +211,7 @@ class Renderer {
     }
     return fail(ref,
                 "not a name templates know; they can use input..., steps.NAME.output..., "
-                "instance.id, workflow.name and secrets.NAME");
+                "instance.id, workflow.name, schedule.fire_time and secrets.NAME");
   }
 
   Result<json> walk(const TemplateRef& ref, const json& start, std::string prefix, size_t from) {

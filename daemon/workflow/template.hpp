@@ -18,6 +18,9 @@ struct TemplateScope {
   const nlohmann::json* steps = nullptr;
   std::string instance_id;
   std::string workflow;
+  // ${{ schedule.fire_time }}: RFC 3339 UTC; nullopt when the instance was not started by a
+  // schedule.
+  std::optional<std::string> schedule_fire_time;
   std::function<std::optional<std::string>(const std::string& name)> secret;
 };
 
@@ -33,7 +36,7 @@ Result<Rendered> render_templates(const nlohmann::json& value, const TemplateSco
 
 // One template reference found in a value, for validation at load time.
 struct TemplateRef {
-  std::string expression;  // "steps.reserve.output.id"
+  std::string expression;         // "steps.reserve.output.id"
   std::vector<std::string> path;  // {"steps", "reserve", "output", "id"}
 };
 

@@ -393,6 +393,44 @@ TEST_CASE("definitions round-trip and survive a reopen") {
   CHECK_FALSE(j->load_definition("v3")->has_value());
 }
 
+TEST_CASE("schedule records commit with an instance, delete, and survive a reopen") {
+  TempDir dir;
+  {
+    auto j = open_ok(dir.path);
+    CommitBatch b;
+    // A fire: the instance it starts and the schedule's new record in one atomic batch.
+    b.instances.push_back(instance_write("wf@2026-11-23T03:00:00Z", 1,
+                                         state_json("wf@2026-11-23T03:00:00Z", "running"), false, 1,
+                                         1, true));
+    b.schedules.emplace_back("schedule/wf/0", R"({"last_fire":"2026-11-23T03:00:00.000Z"})");
+    b.schedules.emplace_back("paused/other", "{}");
+    b.schedules.emplace_back("schedule/gone/0", "{}");
+    commit_ok(*j, b);
+    CommitBatch d;
+    d.schedules.emplace_back("schedule/gone/0", std::nullopt);
+    commit_ok(*j, d);
+  }
+  auto j = open_ok(dir.path);
+  auto records = j->load_schedules();
+  REQUIRE(records);
+  CHECK(*records == std::vector<std::pair<std::string, std::string>>{
+                        {"paused/other", "{}"},
+                        {"schedule/wf/0", R"({"last_fire":"2026-11-23T03:00:00.000Z"})"}});
+  CHECK(j->load_state("wf@2026-11-23T03:00:00Z")->has_value());
+}
+
+TEST_CASE("a format-1 journal from before schedules gets the column family on open") {
+  TempDir dir;
+  make_raw_db(
+      dir.path,
+      {"default", "instances", "history", "active", "by_created", "index", "definitions", "meta"},
+      {{"meta", "format_version", "1"}, {"instances", "a", state_json("a", "running")}});
+  auto j = open_ok(dir.path);
+  CHECK(j->load_schedules()->empty());
+  CHECK(j->load_state("a")->has_value());
+  CHECK(raw_cf_names(dir.path).back() == "schedules");
+}
+
 TEST_CASE("remove deletes an instance with its history and index entries") {
   TempDir dir;
   {

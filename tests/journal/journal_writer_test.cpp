@@ -21,6 +21,9 @@ class SlowJournal : public Journal {
     batches.push_back(batch.instances.size());
     for (const auto& w : batch.instances) ids.push_back(w.id);
     definitions += batch.definitions.size();
+    for (const auto& [key, record] : batch.schedules) {
+      schedules.push_back(key + "=" + record.value_or("<deleted>"));
+    }
     return {};
   }
   Result<std::optional<std::string>> load_state(const std::string&) override {
@@ -45,12 +48,16 @@ class SlowJournal : public Journal {
     return std::vector<std::string>{};
   }
   Result<void> remove(const std::string&) override { return {}; }
+  Result<std::vector<std::pair<std::string, std::string>>> load_schedules() override {
+    return std::vector<std::pair<std::string, std::string>>{};
+  }
 
   std::mutex mu;
   bool fail = false;
   std::vector<size_t> batches;
   std::vector<std::string> ids;
   size_t definitions = 0;
+  std::vector<std::string> schedules;
 };
 
 InstanceWrite write(std::string id) {
@@ -111,4 +118,24 @@ TEST_CASE("a failed commit delivers the error and never the callbacks") {
   CHECK(called == 0);
   REQUIRE(failure);
   CHECK(failure->message == "disk full");
+}
+
+TEST_CASE("schedule records commit in submission order after the instance before them") {
+  SlowJournal journal;
+  std::mutex mu;
+  std::vector<std::string> durable;
+  {
+    JournalWriter writer(journal,
+                         [&](std::vector<std::function<void()>> done, std::optional<Error>) {
+                           std::lock_guard lock(mu);
+                           for (auto& fn : done) fn();
+                         });
+    writer.submit(write("wf@2026-11-23T03:00:00Z"), [&] { durable.push_back("instance"); });
+    writer.submit_schedule("schedule/wf/0", std::string("{}"), nullptr);
+    writer.submit_schedule("paused/wf", std::nullopt, [&] { durable.push_back("unpaused"); });
+    writer.stop();
+  }
+  CHECK(durable == std::vector<std::string>{"instance", "unpaused"});
+  CHECK(journal.ids == std::vector<std::string>{"wf@2026-11-23T03:00:00Z"});
+  CHECK(journal.schedules == std::vector<std::string>{"schedule/wf/0={}", "paused/wf=<deleted>"});
 }

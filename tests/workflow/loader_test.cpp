@@ -364,11 +364,7 @@ TEST_CASE("top-level errors", "[loader]") {
       {"unknown key",
        "name: wf\ncolour: blue\nsteps: [{name: a, uses: noop}]\n",
        {"wf.yaml:2:1: unknown key \"colour\" at the top level; allowed keys: name, description, "
-        "on_failure, timeout, max_parallel, input, defaults, steps"}},
-      {"schedule is not supported yet",
-       "name: wf\nschedule:\n  - cron: \"0 3 * * *\"\nsteps: [{name: a, uses: noop}]\n",
-       {"wf.yaml:2:1: schedules are not supported by this version of saga yet; remove the "
-        "\"schedule\" key and start instances with sagactl start"}},
+        "on_failure, timeout, max_parallel, input, defaults, schedule, steps"}},
       {"missing name and steps",
        "description: nothing else\n",
        {"wf.yaml:1:1: missing required key \"name\": every workflow needs a name",
@@ -651,7 +647,8 @@ TEST_CASE("template errors", "[loader]") {
       {"unknown root",
        "name: a\nsteps:\n  - name: s\n    uses: echo\n    with:\n      x: ${{ env.HOME }}\n",
        {"wf.yaml:6:10: template ${{ env.HOME }} uses unknown name \"env\"; templates can use "
-        "input, steps.NAME.output, instance.id, workflow.name and secrets.NAME"}},
+        "input, steps.NAME.output, instance.id, workflow.name, schedule.fire_time and "
+        "secrets.NAME"}},
       {"bad instance, workflow and secrets fields",
        R"(name: a
 steps:
@@ -800,4 +797,102 @@ TEST_CASE("load_workflow_file reads the file and names it in errors", "[loader]"
   CHECK(m.error().message ==
         missing + ": cannot read the workflow file: No such file or directory");
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("schedules load with their values and defaults", "[loader][schedule]") {
+  const Definition d = load_ok(R"(name: nightly
+input:
+  required: [source]
+schedule:
+  - cron: "0 3 * * *"
+    timezone: Europe/Madrid
+    input: {source: nightly}
+    catchup: all
+    overlap: allow
+    max_catchup: 5
+  - cron: "@hourly"
+    input: {source: hourly}
+  - cron: "*/1 * * * * *"
+    input: {source: "${{ schedule.fire_time }}"}
+steps:
+  - name: a
+    uses: echo
+    with: {at: "${{ schedule.fire_time }}"}
+)");
+  REQUIRE(d.schedules.size() == 3);
+  CHECK(d.schedules[0].cron == "0 3 * * *");
+  CHECK(d.schedules[0].timezone == "Europe/Madrid");
+  CHECK(d.schedules[0].input == json{{"source", "nightly"}});
+  CHECK(d.schedules[0].catchup == Catchup::all);
+  CHECK(d.schedules[0].overlap == Overlap::allow);
+  CHECK(d.schedules[0].max_catchup == 5);
+  CHECK(d.schedules[1].timezone == "UTC");
+  CHECK(d.schedules[1].catchup == Catchup::latest);
+  CHECK(d.schedules[1].overlap == Overlap::skip);
+  CHECK(d.schedules[1].max_catchup == 100);
+  CHECK(load_ok("name: a\nschedule: []\nsteps: [{name: a, uses: noop}]\n").schedules.empty());
+}
+
+TEST_CASE("schedule errors point at the line and column", "[loader][schedule]") {
+  check_cases({
+      {"not a list",
+       "name: wf\nschedule: {cron: \"0 3 * * *\"}\nsteps: [{name: a, uses: noop}]\n",
+       {"wf.yaml:2:11: \"schedule\" must be a list of schedules such as - cron: \"0 3 * * *\", "
+        "not a mapping"}},
+      {"entry not a mapping",
+       "name: wf\nschedule:\n  - \"0 3 * * *\"\nsteps: [{name: a, uses: noop}]\n",
+       {"wf.yaml:3:5: schedule 1 must be a mapping with \"cron\", not the string \"0 3 * * *\""}},
+      {"no cron",
+       "name: wf\nschedule:\n  - timezone: UTC\nsteps: [{name: a, uses: noop}]\n",
+       {"wf.yaml:3:5: schedule 1 has no \"cron\"; write when it fires, such as cron: \"0 3 * * "
+        "*\""}},
+      {"unknown key",
+       "name: wf\nschedule:\n  - cron: \"0 3 * * *\"\n    tz: UTC\nsteps: [{name: a, uses: "
+       "noop}]\n",
+       {"wf.yaml:4:5: unknown key \"tz\" in schedule 1; allowed keys: cron, timezone, input, "
+        "catchup, overlap, max_catchup"}},
+      {"hour out of range, quoted",
+       "name: wf\nschedule:\n  - cron: \"0 25 * * *\"\nsteps: [{name: a, uses: noop}]\n",
+       {"wf.yaml:3:14: bad cron expression \"0 25 * * *\" in schedule 1: cron field hour: 25 is "
+        "out of range 0-23"}},
+      {"bad month name, plain scalar, second schedule",
+       "name: wf\nschedule:\n  - cron: \"@daily\"\n  - cron: 0 0 * FOO *\n"
+       "steps: [{name: a, uses: noop}]\n",
+       {"wf.yaml:4:17: bad cron expression \"0 0 * FOO *\" in schedule 2: cron field month: "
+        "\"FOO\" is not a number; months are 1-12 or JAN-DEC"}},
+      {"wrong number of fields",
+       "name: wf\nschedule:\n  - cron: \"0 3 * *\"\nsteps: [{name: a, uses: noop}]\n",
+       {"wf.yaml:3:12: bad cron expression \"0 3 * *\" in schedule 1: a cron expression has 5 "
+        "fields (minute hour day-of-month month day-of-week), 6 with leading seconds, or is a "
+        "macro such as @daily; this one has 4"}},
+      {"never fires",
+       "name: wf\nschedule:\n  - cron: \"0 0 30 2 *\"\nsteps: [{name: a, uses: noop}]\n",
+       {"wf.yaml:3:11: cron expression \"0 0 30 2 *\" in schedule 1 never fires (no such date); "
+        "check the day and month fields"}},
+      {"unknown time zone",
+       "name: wf\nschedule:\n  - cron: \"0 3 * * *\"\n    timezone: Europe/Atlantis\n"
+       "steps: [{name: a, uses: noop}]\n",
+       {"wf.yaml:4:15: unknown time zone \"Europe/Atlantis\" in schedule 1; use a name from the "
+        "tz database, such as Europe/Berlin, America/New_York or UTC"}},
+      {"bad policies",
+       "name: wf\nschedule:\n  - cron: \"0 3 * * *\"\n    catchup: some\n    overlap: queue\n"
+       "    max_catchup: 0\nsteps: [{name: a, uses: noop}]\n",
+       {"wf.yaml:4:14: \"catchup\" of schedule 1 must be none, latest or all, not \"some\"",
+        "wf.yaml:5:14: \"overlap\" of schedule 1 must be skip or allow, not \"queue\"",
+        "wf.yaml:6:18: \"max_catchup\" of schedule 1 must be a whole number from 1 to "
+        "4294967295, not 0"}},
+      {"input not a mapping",
+       "name: wf\nschedule:\n  - cron: \"0 3 * * *\"\n    input: [1]\n"
+       "steps: [{name: a, uses: noop}]\n",
+       {"wf.yaml:4:12: \"input\" of schedule 1 must be a mapping, not a list"}},
+      {"input lacks required keys",
+       "name: wf\ninput: {required: [a, b]}\nschedule:\n  - cron: \"0 3 * * *\"\n"
+       "    input: {a: 1}\n  - cron: \"0 4 * * *\"\nsteps: [{name: a, uses: noop}]\n",
+       {"wf.yaml:5:12: the input of schedule 1 lacks required input keys: b",
+        "wf.yaml:6:5: the input of schedule 2 lacks required input keys: a, b"}},
+      {"bad schedule template field",
+       "name: wf\nsteps:\n  - name: s\n    uses: echo\n    with: {x: \"${{ schedule.time }}\"}\n",
+       {"wf.yaml:5:15: template ${{ schedule.time }}: the only schedule field is fire_time "
+        "(${{ schedule.fire_time }})"}},
+  });
 }

@@ -164,3 +164,15 @@ TEST_CASE("find_templates lists every template with its path", "[template]") {
         "templates are path lookups only, such as ${{ steps.NAME.output.field }}, made of "
         "letters, digits, '_' and '-' separated by '.'");
 }
+
+TEST_CASE("schedule.fire_time renders for scheduled instances only", "[template]") {
+  Fixture f;
+  TemplateScope scope = f.scope();
+  scope.schedule_fire_time = "2026-11-23T03:00:00Z";
+  auto r = render_templates("at ${{ schedule.fire_time }}", scope);
+  REQUIRE(r);
+  CHECK(r->value == json("at 2026-11-23T03:00:00Z"));
+  CHECK(render_error("${{ schedule.fire_time }}") ==
+        "template ${{ schedule.fire_time }}: this instance was not started by a schedule, so it "
+        "has no fire time");
+}

@@ -1,0 +1,260 @@
+#include "scheduler/scheduler.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace saga {
+namespace {
+
+constexpr std::string_view kSchedulePrefix = "schedule/";
+constexpr std::string_view kPausedPrefix = "paused/";
+
+std::string entry_key(const std::string& workflow, uint32_t index) {
+  return std::string(kSchedulePrefix) + workflow + "/" + std::to_string(index);
+}
+
+json time_json(const std::optional<TimePoint>& t) {
+  return t ? json(format_rfc3339(*t)) : json();
+}
+
+std::optional<TimePoint> time_from(const json& record, const char* field) {
+  auto it = record.find(field);
+  if (it == record.end() || !it->is_string()) return std::nullopt;
+  return parse_rfc3339(it->get<std::string>());
+}
+
+std::string_view catchup_name(Catchup c) {
+  switch (c) {
+    case Catchup::none:
+      return "none";
+    case Catchup::latest:
+      return "latest";
+    case Catchup::all:
+      return "all";
+  }
+  return "latest";
+}
+
+}  // namespace
+
+std::string Scheduler::label(const Entry& e) {
+  return e.def->name + (e.index > 0 ? "#" + std::to_string(e.index + 1) : "");
+}
+
+void Scheduler::restore(const std::vector<std::pair<std::string, std::string>>& records) {
+  for (const auto& [key, value] : records) {
+    if (key.starts_with(kPausedPrefix)) {
+      paused_.insert(key.substr(kPausedPrefix.size()));
+    } else if (key.starts_with(kSchedulePrefix)) {
+      json record = json::parse(value, nullptr, false);
+      if (record.is_object()) restored_[key] = std::move(record);
+    }
+  }
+}
+
+void Scheduler::sync(const std::vector<DefinitionPtr>& current) {
+  const TimePoint now = clock_.now();
+  const bool first = !synced_;
+  synced_ = true;
+  std::set<std::string> seen;
+  for (const DefinitionPtr& def : current) {
+    for (uint32_t i = 0; i < def->schedules.size(); ++i) {
+      const ScheduleDef& spec = def->schedules[i];
+      auto cron = CronExpr::parse(spec.cron);
+      const date::time_zone* zone = find_zone(spec.timezone);
+      if (!cron || !zone) {
+        spdlog::error("workflow {}: schedule {} cannot be used (cron \"{}\", time zone {})",
+                      def->name, i + 1, spec.cron, spec.timezone);
+        continue;
+      }
+      const std::string key = entry_key(def->name, i);
+      seen.insert(key);
+      auto it = entries_.find(key);
+      if (it == entries_.end()) {
+        Entry e{def, i, spec, std::move(*cron), zone, now, std::nullopt, std::nullopt, 0, 0, 0};
+        bool resumed = false;
+        if (auto r = restored_.find(key); r != restored_.end() &&
+                                          r->second.value("cron", "") == spec.cron &&
+                                          r->second.value("timezone", "") == spec.timezone) {
+          const json& rec = r->second;
+          e.cursor = time_from(rec, "cursor").value_or(now);
+          e.last_fire = time_from(rec, "last_fire");
+          e.started = rec.value("started", uint64_t{0});
+          e.skipped_overlap = rec.value("skipped_overlap", uint64_t{0});
+          e.skipped_catchup = rec.value("skipped_catchup", uint64_t{0});
+          resumed = true;
+        }
+        Entry& added = entries_.emplace(key, std::move(e)).first->second;
+        if (resumed) {
+          catch_up(key, added, now, first);
+        } else {
+          save(key, added);
+        }
+        added.next = next_fire(added.cron, *added.zone, added.cursor);
+        spdlog::info("schedule {} ({} in {}): {}", label(added), spec.cron, spec.timezone,
+                     paused_.contains(def->name) ? std::string("paused")
+                     : added.next                ? "next fire " + format_rfc3339(*added.next)
+                                                 : std::string("never fires"));
+        continue;
+      }
+      Entry& e = it->second;
+      const bool changed = e.spec.cron != spec.cron || e.spec.timezone != spec.timezone;
+      e.def = def;
+      e.spec = spec;
+      e.cron = std::move(*cron);
+      e.zone = zone;
+      if (changed) {
+        // A changed schedule is a new one: it never fires for times before this moment.
+        e.cursor = now;
+        save(key, e);
+        e.next = next_fire(e.cron, *e.zone, e.cursor);
+        spdlog::info("schedule {} changed to {} in {}: next fire {}", label(e), spec.cron,
+                     spec.timezone, e.next ? format_rfc3339(*e.next) : "never");
+      }
+    }
+  }
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (seen.contains(it->first)) {
+      ++it;
+      continue;
+    }
+    spdlog::info("schedule {} removed", label(it->second));
+    host_.persist(it->first, std::nullopt, nullptr);
+    it = entries_.erase(it);
+  }
+  for (const auto& [key, record] : restored_) {
+    // The schedule went away (or changed) while sagad was down.
+    if (!entries_.contains(key)) host_.persist(key, std::nullopt, nullptr);
+  }
+  restored_.clear();
+}
+
+void Scheduler::catch_up(const std::string& key, Entry& e, TimePoint now, bool after_downtime) {
+  if (paused_.contains(e.def->name)) return;
+  const Catchup policy = after_downtime ? e.spec.catchup : Catchup::all;
+  FirePlan plan = plan_fires(e.cron, *e.zone, e.cursor, now, policy, e.spec.max_catchup);
+  if (!plan.newest_due) return;
+  if (plan.skipped > 0) {
+    e.skipped_catchup += plan.skipped;
+    spdlog::warn(
+        "schedule {}: skipped {}{} fires due from {} to {} {} (catchup: {}, max_catchup: {}); "
+        "started {}",
+        label(e), plan.skipped_is_lower_bound ? "at least " : "", plan.skipped,
+        plan.first_skipped ? format_rfc3339(*plan.first_skipped) : "?",
+        plan.last_skipped ? format_rfc3339(*plan.last_skipped) : "?",
+        after_downtime ? "while sagad was down" : "at once (was the clock changed?)",
+        catchup_name(policy), e.spec.max_catchup, plan.fire.size());
+  }
+  for (TimePoint at : plan.fire) fire(e, at);
+  e.cursor = *plan.newest_due;
+  save(key, e);
+}
+
+void Scheduler::fire(Entry& e, TimePoint at) {
+  if (e.spec.overlap == Overlap::skip && e.last_fire) {
+    const std::string previous = fire_id(e.def->name, e.index, *e.last_fire);
+    if (host_.is_running(previous)) {
+      ++e.skipped_overlap;
+      spdlog::warn("schedule {}: skipped the fire at {}: {} is still running (overlap: skip)",
+                   label(e), format_rfc3339(at), previous);
+      return;
+    }
+  }
+  const std::string id = fire_id(e.def->name, e.index, at);
+  if (host_.start_fire(e.def, id, e.spec.input)) {
+    ++e.started;
+    spdlog::info("schedule {}: started {}", label(e), id);
+  } else {
+    spdlog::info("schedule {}: {} exists already; not starting it again", label(e), id);
+  }
+  e.last_fire = at;
+}
+
+void Scheduler::tick() {
+  const TimePoint now = clock_.now();
+  for (auto& [key, e] : entries_) {
+    if (paused_.contains(e.def->name) || !e.next || *e.next > now) continue;
+    catch_up(key, e, now, false);
+    e.next = next_fire(e.cron, *e.zone, e.cursor);
+  }
+}
+
+std::optional<TimePoint> Scheduler::next_wakeup() const {
+  std::optional<TimePoint> soonest;
+  for (const auto& [key, e] : entries_) {
+    if (paused_.contains(e.def->name) || !e.next) continue;
+    if (!soonest || *e.next < *soonest) soonest = e.next;
+  }
+  return soonest;
+}
+
+bool Scheduler::has_schedules(const std::string& workflow) const {
+  for (const auto& [key, e] : entries_) {
+    if (e.def->name == workflow) return true;
+  }
+  return false;
+}
+
+Result<void> Scheduler::pause(const std::string& workflow, std::function<void()> on_durable) {
+  if (!has_schedules(workflow) && !paused_.contains(workflow)) {
+    return make_error(ErrorCode::not_found,
+                      "workflow " + workflow + " has no schedule (sagactl schedules lists them)");
+  }
+  if (paused_.insert(workflow).second) spdlog::info("schedules of {} paused", workflow);
+  host_.persist(std::string(kPausedPrefix) + workflow, std::string("{}"), std::move(on_durable));
+  return {};
+}
+
+Result<void> Scheduler::resume(const std::string& workflow, std::function<void()> on_durable) {
+  if (!has_schedules(workflow) && !paused_.contains(workflow)) {
+    return make_error(ErrorCode::not_found,
+                      "workflow " + workflow + " has no schedule (sagactl schedules lists them)");
+  }
+  if (paused_.erase(workflow) > 0) {
+    // Fires that fell into the pause are not caught up: counting starts over now.
+    const TimePoint now = clock_.now();
+    for (auto& [key, e] : entries_) {
+      if (e.def->name != workflow) continue;
+      e.cursor = now;
+      e.next = next_fire(e.cron, *e.zone, e.cursor);
+      save(key, e);
+    }
+    spdlog::info("schedules of {} resumed", workflow);
+  }
+  host_.persist(std::string(kPausedPrefix) + workflow, std::nullopt, std::move(on_durable));
+  return {};
+}
+
+void Scheduler::save(const std::string& key, const Entry& e) {
+  json record = {{"cron", e.spec.cron},
+                 {"timezone", e.spec.timezone},
+                 {"cursor", format_rfc3339(e.cursor)},
+                 {"last_fire", time_json(e.last_fire)},
+                 {"started", e.started},
+                 {"skipped_overlap", e.skipped_overlap},
+                 {"skipped_catchup", e.skipped_catchup}};
+  host_.persist(key, record.dump(), nullptr);
+}
+
+json Scheduler::list() const {
+  json out = json::array();
+  for (const auto& [key, e] : entries_) {
+    const bool paused = paused_.contains(e.def->name);
+    out.push_back({{"workflow", e.def->name},
+                   {"schedule", e.index + 1},
+                   {"cron", e.spec.cron},
+                   {"timezone", e.spec.timezone},
+                   {"catchup", catchup_name(e.spec.catchup)},
+                   {"overlap", e.spec.overlap == Overlap::skip ? "skip" : "allow"},
+                   {"next_fire", paused ? json() : time_json(e.next)},
+                   {"last_fire", time_json(e.last_fire)},
+                   {"last_instance",
+                    e.last_fire ? json(fire_id(e.def->name, e.index, *e.last_fire)) : json()},
+                   {"paused", paused},
+                   {"started", e.started},
+                   {"skipped_overlap", e.skipped_overlap},
+                   {"skipped_catchup", e.skipped_catchup}});
+  }
+  return {{"schedules", std::move(out)}};
+}
+
+}  // namespace saga
