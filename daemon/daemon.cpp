@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -11,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -26,6 +26,7 @@
 #include "executor/loop_queue.hpp"
 #include "journal/journal_writer.hpp"
 #include "plugin_host/plugin_registry.hpp"
+#include "systemd_notifier.hpp"
 #include "workflow/registry.hpp"
 #include "workflow/template.hpp"
 
@@ -182,6 +183,9 @@ class Daemon {
   // Retention: deletes terminal instances older than --retention, a batch per tick.
   void expire_instances();
 
+  // The STATUS= line systemd shows: instance and attempt counts.
+  std::string service_status() const;
+
   // Shutdown.
   void begin_drain(const char* why);
   void finish_drain();
@@ -193,6 +197,7 @@ class Daemon {
   std::unique_ptr<JournalWriter> writer_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<ControlServer> server_;
+  std::unique_ptr<SystemdNotifier> notifier_;
   PluginRegistry plugins_;
   std::unique_ptr<WorkflowRegistry> workflows_;
   std::unordered_map<std::string, std::unique_ptr<Live>> live_;
@@ -206,6 +211,7 @@ class Daemon {
   int lock_fd_ = -1;
   bool draining_ = false;
   bool journal_failed_ = false;
+  bool workers_detached_ = false;  // attempts outlived the grace period
   TimePoint drain_deadline_{};
   TimePoint started_at_ = now_ms();
   std::string secrets_dir_;
@@ -269,11 +275,15 @@ Result<void> Daemon::open() {
   return {};
 }
 
+// Loads the plugin files not loaded yet; a reload adds new files and keeps loaded ones as they
+// are (a library is never unloaded while attempts may hold its step types).
 void Daemon::load_plugins() {
+  size_t known = plugins_.plugins().size();
   for (const auto& dir : config_.plugin_dirs) {
     for (const auto& error : plugins_.load_directory(dir)) spdlog::error("{}", error.message);
   }
-  for (const auto& p : plugins_.plugins()) {
+  for (size_t i = known; i < plugins_.plugins().size(); ++i) {
+    const auto& p = plugins_.plugins()[i];
     spdlog::info("plugin {} {} from {}: {} step types", p.name, p.version, p.file,
                  p.step_types.size());
   }
@@ -338,6 +348,7 @@ void Daemon::recover_instances() {
     live_[id] = std::move(live);
     commit(ref, recover(*def, ref.inst, now_ms()), false);
     ++resumed;
+    notifier_->keepalive();
   }
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                   started)
@@ -973,12 +984,24 @@ void Daemon::expire_instances() {
   }
 }
 
+std::string Daemon::service_status() const {
+  size_t running = 0, compensating = 0;
+  for (const auto& [id, live] : live_) {
+    if (live->inst.state == InstanceState::running) ++running;
+    if (live->inst.state == InstanceState::compensating) ++compensating;
+  }
+  size_t attempts = executor_->busy();
+  if (draining_) return fmt::format("draining: {} attempts still running", attempts);
+  return fmt::format("{} running, {} compensating, {} attempts in flight, {} workflows", running,
+                     compensating, attempts, workflows_->current().size());
+}
+
 void Daemon::begin_drain(const char* why) {
   if (draining_) return;
   draining_ = true;
   spdlog::info("{}: draining (waiting up to {} for running attempts)", why,
                format_duration(config_.grace));
-  sd_notify(0, "STOPPING=1");
+  notifier_->stopping();
   server_->close();
   if (watcher_) close_handle(watcher_);
   drain_deadline_ = now_ms() + config_.grace;
@@ -1006,12 +1029,14 @@ void Daemon::finish_drain() {
   writer_->stop();  // everything submitted so far is now in the journal
   if (stuck) {
     executor_->detach();
+    workers_detached_ = true;
   } else {
     executor_->stop();
   }
   close_handle(timer_);
   close_handle(debounce_);
   close_handle(retention_timer_);
+  notifier_->close();
   for (auto*& s : signals_) close_handle(s);
   loop_queue_->close();
 }
@@ -1034,6 +1059,7 @@ int Daemon::run() {
   timer_ = new uv_timer_t;
   uv_timer_init(&loop_, timer_);
   timer_->data = this;
+  notifier_ = std::make_unique<SystemdNotifier>(&loop_, [this] { return service_status(); });
 
   load_plugins();
   workflows_ = std::make_unique<WorkflowRegistry>(
@@ -1114,10 +1140,16 @@ int Daemon::run() {
 
   spdlog::info("sagad {} ready: {} workflows, {} instances in flight, socket {}", SAGA_VERSION,
                workflows_->current().size(), live_.size(), config_.socket_path);
-  sd_notify(0, "READY=1");
+  notifier_->ready();
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
   spdlog::info("sagad stopped");
+  if (workers_detached_) {
+    // Detached workers still run plugin code: tearing down the plugin registry under them would
+    // crash. The journal holds every commit already, so the process ends here, as after a kill.
+    spdlog::default_logger()->flush();
+    std::_Exit(0);
+  }
   return 0;
 }
 
