@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build run test test-asan asan-build clean format
+.PHONY: deps build run test test-asan asan-build clean format package
 
 deps:
 	@./scripts/install-deps.sh
@@ -20,6 +20,10 @@ run: build
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+# A Debian package of sagad, sagactl, the plugins, the SDK and the systemd unit, in $(BUILD)/.
+package: build
+	@cd $(BUILD) && cpack -G DEB
 
 asan-build: deps
 	@cmake -S . -B $(ASAN_BUILD) -DSAGA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DSAGA_BUILD_BENCH=OFF >/dev/null
