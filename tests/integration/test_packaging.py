@@ -147,3 +147,36 @@ def test_the_debian_package_holds_everything(tmp_path):
     r = run(str(root / "usr/bin/sagad"), "--config", str(root / "etc/saga/sagad.yaml"),
             "--print-config")
     assert "durability: sync" in r.stdout
+
+
+def stub(directory, name, body="exit 0"):
+    path = directory / name
+    path.write_text(f"#!/bin/sh\necho \"{name} $*\" >> {directory}/calls\n{body}\n")
+    path.chmod(0o755)
+
+
+def run_postinst(tmp_path, stubs, *args):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in stubs.items():
+        stub(bin_dir, name, body)
+    script = os.path.join(SOURCE, "systemd", "debian", "postinst")
+    r = subprocess.run(["/bin/sh", script, *args], capture_output=True, text=True, timeout=30,
+                       env={"PATH": str(bin_dir)})
+    assert r.returncode == 0, r.stderr
+    calls = bin_dir / "calls"
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_postinst_creates_the_user_with_sysusers(tmp_path):
+    calls = run_postinst(tmp_path, {"systemd-sysusers": "exit 0", "adduser": "exit 1"},
+                         "configure", "")
+    assert calls[0] == "systemd-sysusers /usr/lib/sysusers.d/saga.conf"
+    assert not any(c.startswith("adduser") for c in calls)
+
+
+def test_postinst_falls_back_to_adduser(tmp_path):
+    calls = run_postinst(tmp_path, {"getent": "exit 2", "adduser": "exit 0"}, "configure", "")
+    assert calls[0] == "getent passwd saga"
+    assert calls[1].startswith("adduser --system --group --home /var/lib/saga")
+    assert calls[1].endswith(" saga")
