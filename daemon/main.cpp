@@ -147,12 +147,16 @@ std::optional<std::string> apply_option(const std::string& key,
 // broken file is reported even when today's flags happen to hide the broken line.
 std::optional<std::string> read_config_file(const std::string& path, Settings& s) {
   YAML::Node root;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return "config file " + path + " is a directory";
   try {
     root = YAML::LoadFile(path);
   } catch (const YAML::BadFile&) {
     return "cannot read config file " + path;
   } catch (const YAML::Exception& e) {
     return position(path, e.mark) + e.msg;
+  } catch (const std::exception& e) {
+    return "cannot read config file " + path + ": " + e.what();
   }
   if (root.IsNull()) return std::nullopt;
   if (!root.IsMap()) {

@@ -218,6 +218,12 @@ def test_missing_config_file_is_an_error_only_when_named(tmp_path):
     assert r.stderr == f"sagad: cannot read config file {tmp_path / 'nope.yaml'}\n"
 
 
+def test_a_directory_as_config_file_is_a_one_line_error(tmp_path):
+    r = sagad("--config", str(tmp_path), "--print-config")
+    assert r.returncode == 2
+    assert r.stderr == f"sagad: config file {tmp_path} is a directory\n"
+
+
 def parse_printed(text):
     """The --print-config output: flat keys, plugins as a list."""
     out, key = {}, None
