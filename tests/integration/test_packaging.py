@@ -46,6 +46,15 @@ def test_install_puts_everything_in_fhs_places(prefix):
     assert f"ExecStart={prefix}/bin/sagad --config /etc/saga/sagad.yaml\n" in unit
 
 
+def test_the_sdk_names_the_installed_plugin_directory(prefix, tmp_path):
+    (tmp_path / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.25)\nproject(probe NONE)\n"
+        "find_package(SagaSDK REQUIRED)\nmessage(STATUS \"dir=${SAGA_PLUGIN_INSTALL_DIR}\")\n")
+    r = run(CMAKE, "-S", str(tmp_path), "-B", str(tmp_path / "build"),
+            f"-DCMAKE_PREFIX_PATH={prefix}")
+    assert f"dir={prefix}/lib/saga/plugins\n" in r.stdout, r.stdout
+
+
 def test_installed_sagad_finds_the_installed_plugins(prefix):
     sagad = os.path.join(prefix, "bin/sagad")
     r = run(sagad, "--config", "/dev/null", "--print-config")
