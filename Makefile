@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build run test test-asan asan-build bench clean format
+.PHONY: deps build run test test-asan asan-build bench clean format package
 
 deps:
 	@./scripts/install-deps.sh
@@ -24,6 +24,10 @@ test: build
 # Benchmarks against a fresh sagad; prints one table (bench/README.md).
 bench: build
 	@/usr/bin/python3 bench/bench.py --build $(BUILD)
+
+# A Debian package of sagad, sagactl, the plugins, the SDK and the systemd unit, in $(BUILD)/.
+package: build
+	@cd $(BUILD) && cpack -G DEB
 
 asan-build: deps
 	@cmake -S . -B $(ASAN_BUILD) -DSAGA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DSAGA_BUILD_BENCH=OFF >/dev/null

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -11,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -28,6 +28,7 @@
 #include "journal/journal_writer.hpp"
 #include "plugin_host/plugin_registry.hpp"
 #include "scheduler/scheduler.hpp"
+#include "systemd_notifier.hpp"
 #include "workflow/registry.hpp"
 #include "workflow/template.hpp"
 
@@ -197,6 +198,8 @@ class Daemon final : private ScheduleHost {
   bool is_running(const std::string& id) const override;
   void persist(const std::string& key, std::optional<std::string> value,
                std::function<void()> on_durable) override;
+  // The STATUS= line systemd shows: instance and attempt counts.
+  std::string service_status() const;
 
   // Shutdown.
   void begin_drain(const char* why);
@@ -209,6 +212,7 @@ class Daemon final : private ScheduleHost {
   std::unique_ptr<JournalWriter> writer_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<ControlServer> server_;
+  std::unique_ptr<SystemdNotifier> notifier_;
   PluginRegistry plugins_;
   std::unique_ptr<WorkflowRegistry> workflows_;
   std::unordered_map<std::string, std::unique_ptr<Live>> live_;
@@ -222,6 +226,7 @@ class Daemon final : private ScheduleHost {
   int lock_fd_ = -1;
   bool draining_ = false;
   bool journal_failed_ = false;
+  bool workers_detached_ = false;  // attempts outlived the grace period
   TimePoint drain_deadline_{};
   TimePoint started_at_ = now_ms();
   std::string secrets_dir_;
@@ -290,11 +295,15 @@ Result<void> Daemon::open() {
   return {};
 }
 
+// Loads the plugin files not loaded yet; a reload adds new files and keeps loaded ones as they
+// are (a library is never unloaded while attempts may hold its step types).
 void Daemon::load_plugins() {
+  size_t known = plugins_.plugins().size();
   for (const auto& dir : config_.plugin_dirs) {
     for (const auto& error : plugins_.load_directory(dir)) spdlog::error("{}", error.message);
   }
-  for (const auto& p : plugins_.plugins()) {
+  for (size_t i = known; i < plugins_.plugins().size(); ++i) {
+    const auto& p = plugins_.plugins()[i];
     spdlog::info("plugin {} {} from {}: {} step types", p.name, p.version, p.file,
                  p.step_types.size());
   }
@@ -397,6 +406,7 @@ void Daemon::recover_instances() {
       ++resumed;
     }
     chunk.clear();
+    notifier_->keepalive();
   };
   auto scanned = journal_->scan_active_histories(
       [&](const std::string& id, std::vector<std::string>& history) {
@@ -1184,12 +1194,24 @@ void Daemon::expire_instances() {
   }
 }
 
+std::string Daemon::service_status() const {
+  size_t running = 0, compensating = 0;
+  for (const auto& [id, live] : live_) {
+    if (live->inst.state == InstanceState::running) ++running;
+    if (live->inst.state == InstanceState::compensating) ++compensating;
+  }
+  size_t attempts = executor_->busy();
+  if (draining_) return fmt::format("draining: {} attempts still running", attempts);
+  return fmt::format("{} running, {} compensating, {} attempts in flight, {} workflows", running,
+                     compensating, attempts, workflows_->current().size());
+}
+
 void Daemon::begin_drain(const char* why) {
   if (draining_) return;
   draining_ = true;
   spdlog::info("{}: draining (waiting up to {} for running attempts)", why,
                format_duration(config_.grace));
-  sd_notify(0, "STOPPING=1");
+  notifier_->stopping();
   server_->close();
   if (watcher_) close_handle(watcher_);
   drain_deadline_ = now_ms() + config_.grace;
@@ -1217,12 +1239,14 @@ void Daemon::finish_drain() {
   writer_->stop();  // everything submitted so far is now in the journal
   if (stuck) {
     executor_->detach();
+    workers_detached_ = true;
   } else {
     executor_->stop();
   }
   close_handle(timer_);
   close_handle(debounce_);
   close_handle(retention_timer_);
+  notifier_->close();
   for (auto*& s : signals_) close_handle(s);
   loop_queue_->close();
 }
@@ -1245,6 +1269,7 @@ int Daemon::run() {
   timer_ = new uv_timer_t;
   uv_timer_init(&loop_, timer_);
   timer_->data = this;
+  notifier_ = std::make_unique<SystemdNotifier>(&loop_, [this] { return service_status(); });
 
   load_plugins();
   workflows_ = std::make_unique<WorkflowRegistry>(
@@ -1326,10 +1351,16 @@ int Daemon::run() {
 
   spdlog::info("sagad {} ready: {} workflows, {} instances in flight, socket {}", SAGA_VERSION,
                workflows_->current().size(), live_.size(), config_.socket_path);
-  sd_notify(0, "READY=1");
+  notifier_->ready();
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
   spdlog::info("sagad stopped");
+  if (workers_detached_) {
+    // Detached workers still run plugin code: tearing down the plugin registry under them would
+    // crash. The journal holds every commit already, so the process ends here, as after a kill.
+    spdlog::default_logger()->flush();
+    std::_Exit(0);
+  }
   return 0;
 }
 

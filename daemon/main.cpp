@@ -1,20 +1,59 @@
 // sagad: flags and configuration, logging, then the daemon.
+#include <fmt/format.h>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <yaml-cpp/yaml.h>
 
 #include <CLI/CLI.hpp>
+#include <charconv>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <optional>
 #include <set>
 
 #include "daemon.hpp"
 
+#ifndef SAGA_PLUGIN_SUBDIR
+#define SAGA_PLUGIN_SUBDIR "lib/saga/plugins"
+#endif
+
 namespace {
 
+namespace fs = std::filesystem;
+
 constexpr const char* kDefaultConfig = "/etc/saga/sagad.yaml";
+
+// Every option is both a flag (--NAME) and a key of the config file (NAME).
+constexpr const char* kOptions[] = {"workflows", "plugins",    "state",      "socket",
+                                    "workers",   "durability", "retention",  "secrets",
+                                    "grace",     "log-level",  "min-free-mb"};
+const std::set<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "critical"};
+
+struct Settings {
+  saga::Config config;
+  std::string log_level = "info";
+};
+
+// The installed plugin directory lies next to the binary, so one build serves any prefix:
+// PREFIX/bin/sagad loads PREFIX/lib/saga/plugins. Run from a build tree (build/bin/sagad), it is
+// build/plugins.
+std::string default_plugin_dir() {
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return "/usr/" SAGA_PLUGIN_SUBDIR;
+  fs::path prefix = exe.parent_path().parent_path();
+  fs::path installed = prefix / SAGA_PLUGIN_SUBDIR;
+  if (!fs::is_directory(installed, ec) && fs::exists(prefix / "CMakeCache.txt", ec) &&
+      fs::is_directory(prefix / "plugins", ec)) {
+    return (prefix / "plugins").string();
+  }
+  return installed.string();
+}
 
 // journald reads a "<N>" syslog priority at the start of each stderr line.
 class SyslogPriority : public spdlog::custom_flag_formatter {
@@ -30,10 +69,22 @@ class SyslogPriority : public spdlog::custom_flag_formatter {
   }
 };
 
+// systemd sets JOURNAL_STREAM=DEVICE:INODE of the stream it connected; stderr is that stream
+// unless someone redirected it (sagad run by hand from a unit's shell, say).
+bool stderr_is_journal() {
+  const char* stream = std::getenv("JOURNAL_STREAM");
+  if (!stream) return false;
+  unsigned long long dev = 0, ino = 0;
+  if (std::sscanf(stream, "%llu:%llu", &dev, &ino) != 2) return false;
+  struct stat st {};
+  if (::fstat(STDERR_FILENO, &st) != 0) return false;
+  return st.st_dev == dev && st.st_ino == ino;
+}
+
 void setup_logging(const std::string& level) {
   auto logger = spdlog::stderr_logger_mt("sagad");
   auto formatter = std::make_unique<spdlog::pattern_formatter>();
-  if (std::getenv("JOURNAL_STREAM")) {
+  if (stderr_is_journal()) {
     formatter->add_flag<SyslogPriority>('*').set_pattern("%*%v");
   } else {
     formatter->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
@@ -44,142 +95,205 @@ void setup_logging(const std::string& level) {
   spdlog::set_default_logger(logger);
 }
 
-// Reads the YAML config file into `config`; keys are the long flag names.
-bool read_config_file(const std::string& path, saga::Config& config, std::string& log_level,
-                      const std::set<std::string>& from_flags, std::string& error) {
-  static const std::set<std::string> kKeys = {"workflows", "plugins",    "state",      "socket",
-                                              "workers",   "durability", "retention",  "secrets",
-                                              "log-level", "grace",      "min-free-mb"};
+std::string position(const std::string& path, const YAML::Mark& mark) {
+  return fmt::format("{}:{}:{}: ", path, mark.line + 1, mark.column + 1);
+}
+
+// Checks one option's value and stores it into `s`; returns the sentence of what is wrong.
+// Shared by the config file and the flags, so both accept exactly the same values.
+std::optional<std::string> apply_option(const std::string& key,
+                                        const std::vector<std::string>& values, Settings& s) {
+  auto& c = s.config;
+  if (values.empty()) return key + " needs a value";
+  for (const auto& v : values) {
+    if (v.empty()) return key + " needs a non-empty value";
+  }
+  const std::string& v = values.front();
+  if (key == "plugins") {
+    c.plugin_dirs = values;
+    return std::nullopt;
+  }
+  if (values.size() > 1) return key + " takes one value, not a list";
+  if (key == "workflows") c.workflows_dir = v;
+  if (key == "state") c.state_dir = v;
+  if (key == "socket") c.socket_path = v;
+  if (key == "secrets") c.secrets_dir = v;
+  if (key == "workers") {
+    uint32_t n = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc{} || end != v.data() + v.size() || n < 1 || n > 1024) {
+      return "workers is a whole number from 1 to 1024, not \"" + v + "\"";
+    }
+    c.workers = n;
+  }
+  if (key == "min-free-mb") {
+    uint64_t n = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc{} || end != v.data() + v.size() || n > (uint64_t{1} << 40)) {
+      return "min-free-mb is a whole number of MiB, not \"" + v + "\"";
+    }
+    c.min_free_mb = n;
+  }
+  if (key == "durability") {
+    if (v != "sync" && v != "async") return "durability is sync or async, not \"" + v + "\"";
+    c.durability = v == "sync" ? saga::Durability::sync : saga::Durability::async;
+  }
+  if (key == "retention" || key == "grace") {
+    auto d = saga::parse_duration(v);
+    if (!d) return key + " is a duration such as 30d, 10s or 1h30m, not \"" + v + "\"";
+    (key == "retention" ? c.retention : c.grace) = *d;
+  }
+  if (key == "log-level") {
+    if (!kLogLevels.contains(v)) {
+      return "log-level is one of trace, debug, info, warn, error, critical, not \"" + v + "\"";
+    }
+    s.log_level = v;
+  }
+  return std::nullopt;
+}
+
+// Reads the YAML config file into `s`. Every key is checked, also those a flag overrides: a
+// broken file is reported even when today's flags happen to hide the broken line.
+std::optional<std::string> read_config_file(const std::string& path, Settings& s) {
   YAML::Node root;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return "config file " + path + " is a directory";
   try {
     root = YAML::LoadFile(path);
   } catch (const YAML::BadFile&) {
-    error = "cannot read config file " + path;
-    return false;
+    return "cannot read config file " + path;
   } catch (const YAML::Exception& e) {
-    error = path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
-            ": " + e.msg;
-    return false;
+    return position(path, e.mark) + e.msg;
+  } catch (const std::exception& e) {
+    return "cannot read config file " + path + ": " + e.what();
   }
-  if (root.IsNull()) return true;
+  if (root.IsNull()) return std::nullopt;
   if (!root.IsMap()) {
-    error = path + ":1:1: the config file must be a mapping of option: value";
-    return false;
+    return position(path, root.Mark()) + "the config file must be a mapping of option: value";
   }
+  std::map<std::string, YAML::Mark> seen;
   for (const auto& kv : root) {
-    auto key = kv.first.as<std::string>();
-    auto where = path + ":" + std::to_string(kv.first.Mark().line + 1) + ":" +
-                 std::to_string(kv.first.Mark().column + 1) + ": ";
-    if (!kKeys.contains(key)) {
-      error = where + "unknown option " + key +
-              "; options are workflows, plugins, state, socket, workers, durability, retention, "
-              "secrets, log-level, grace, min-free-mb";
-      return false;
+    std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "";
+    std::string where = position(path, kv.first.Mark());
+    if (std::find(std::begin(kOptions), std::end(kOptions), key) == std::end(kOptions)) {
+      return where + "unknown option \"" + key + "\"; options are " +
+             fmt::format("{}", fmt::join(kOptions, ", "));
     }
-    if (from_flags.contains(key)) continue;
-    try {
-      const YAML::Node& v = kv.second;
-      if (key == "workflows") config.workflows_dir = v.as<std::string>();
-      if (key == "plugins") {
-        config.plugin_dirs.clear();
-        if (v.IsSequence()) {
-          for (const auto& d : v) config.plugin_dirs.push_back(d.as<std::string>());
-        } else {
-          config.plugin_dirs.push_back(v.as<std::string>());
-        }
+    if (auto [it, fresh] = seen.emplace(key, kv.first.Mark()); !fresh) {
+      return where + key + " is given twice (first on line " + std::to_string(it->second.line + 1) +
+             ")";
+    }
+    const YAML::Node& v = kv.second;
+    std::vector<std::string> values;
+    if (v.IsScalar()) {
+      values.push_back(v.Scalar());
+    } else if (v.IsSequence() && key == "plugins") {
+      for (const auto& item : v) {
+        if (!item.IsScalar()) return position(path, item.Mark()) + "plugins is a list of paths";
+        values.push_back(item.Scalar());
       }
-      if (key == "state") config.state_dir = v.as<std::string>();
-      if (key == "socket") config.socket_path = v.as<std::string>();
-      if (key == "workers") config.workers = v.as<uint32_t>();
-      if (key == "min-free-mb") config.min_free_mb = v.as<uint64_t>();
-      if (key == "secrets") config.secrets_dir = v.as<std::string>();
-      if (key == "log-level") log_level = v.as<std::string>();
-      if (key == "durability" || key == "retention" || key == "grace") {
-        auto text = v.as<std::string>();
-        if (key == "durability") {
-          if (text != "sync" && text != "async")
-            throw YAML::Exception(v.Mark(), "durability is sync or async");
-          config.durability = text == "sync" ? saga::Durability::sync : saga::Durability::async;
-        } else {
-          auto d = saga::parse_duration(text);
-          if (!d) throw YAML::Exception(v.Mark(), "bad duration " + text + " (e.g. 30d, 10s)");
-          (key == "retention" ? config.retention : config.grace) = *d;
-        }
-      }
-    } catch (const YAML::Exception& e) {
-      error = where + "bad value for " + key + ": " + e.msg;
-      return false;
+    } else if (!v.IsNull()) {
+      return position(path, v.Mark()) + key +
+             (key == "plugins" ? " is a path or a list of paths" : " takes one plain value");
+    }
+    if (auto error = apply_option(key, values, s)) {
+      return position(path, v.IsNull() ? kv.first.Mark() : v.Mark()) + *error;
     }
   }
-  return true;
+  return std::nullopt;
+}
+
+std::string quote_path(const std::string& p) {
+  return p.empty() ? "\"\"" : p;
+}
+
+// The effective configuration, in the config file's own format.
+void print_config(const Settings& s) {
+  const auto& c = s.config;
+  std::cout << "workflows: " << quote_path(c.workflows_dir) << "\nplugins:";
+  if (c.plugin_dirs.empty()) std::cout << " []";
+  std::cout << "\n";
+  for (const auto& d : c.plugin_dirs) std::cout << "  - " << d << "\n";
+  std::cout << "state: " << c.state_dir << "\nsocket: " << c.socket_path
+            << "\nworkers: " << c.workers
+            << "\ndurability: " << (c.durability == saga::Durability::sync ? "sync" : "async")
+            << "\nretention: " << saga::format_duration(c.retention)
+            << "\nsecrets: " << quote_path(c.secrets_dir)
+            << "\ngrace: " << saga::format_duration(c.grace) << "\nmin-free-mb: " << c.min_free_mb
+            << "\nlog-level: " << s.log_level << "\n";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  saga::Config config;
-  CLI::App app{"sagad: the saga workflow daemon"};
+  Settings settings;
+  settings.config.plugin_dirs = {default_plugin_dir()};
+  const saga::Config& defaults = settings.config;
+
+  CLI::App app{"sagad: the saga durable workflow daemon"};
+  app.footer(fmt::format(
+      "Configuration: every option above is also a key of the YAML config file, written without\n"
+      "the dashes (workers: 32, plugins: [DIR, DIR], log-level: debug). The file is {} unless\n"
+      "--config names another; a missing default file is not an error. Flags win over the file.\n"
+      "Unknown keys and bad values are errors reported as FILE:LINE:COLUMN.\n\n"
+      "Signals: SIGTERM and SIGINT drain (stop accepting work, let running attempts finish for\n"
+      "up to --grace, exit 0); SIGHUP reloads the workflows and loads new plugin files.",
+      kDefaultConfig));
   std::string config_file;
-  std::string log_level = "info";
-  std::string durability = "sync";
-  std::string retention = "30d";
-  std::string grace = "10s";
-  std::vector<std::string> plugin_dirs;
-  app.add_option("--config", config_file, "YAML config file (default /etc/saga/sagad.yaml)");
-  app.add_option("--workflows", config.workflows_dir, "directory of workflow YAML files")
-      ->capture_default_str();
-  app.add_option("--plugins", plugin_dirs, "directory of step plugins (repeatable)");
-  app.add_option("--state", config.state_dir, "state directory (the journal)")
-      ->capture_default_str();
-  app.add_option("--socket", config.socket_path, "control socket path")->capture_default_str();
-  app.add_option("--workers", config.workers, "worker threads for step attempts")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 1024));
-  app.add_option("--durability", durability, "sync (fsync per commit) or async")
-      ->check(CLI::IsMember({"sync", "async"}))
-      ->capture_default_str();
-  app.add_option("--retention", retention, "how long terminal instances are kept")
-      ->capture_default_str();
-  app.add_option("--secrets", config.secrets_dir,
-                 "directory of secret files (default $CREDENTIALS_DIRECTORY)");
-  app.add_option("--grace", grace, "how long a shutdown waits for running attempts")
-      ->capture_default_str();
-  app.add_option("--min-free-mb", config.min_free_mb,
-                 "free space (MiB) kept on the journal's file system: below it sagad stops "
-                 "taking work, before the disk is full")
-      ->capture_default_str();
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical"}))
-      ->capture_default_str();
+  bool print = false;
+  std::map<std::string, std::vector<std::string>> flags;
+  auto add = [&](const char* name, const std::string& help, const std::string& def) {
+    auto* opt = app.add_option(std::string("--") + name, flags[name], help);
+    if (!def.empty()) opt->default_str(def);
+    if (std::string(name) != "plugins") opt->expected(1);
+    return opt;
+  };
+  app.add_option("--config", config_file, "YAML config file")->default_str(kDefaultConfig);
+  add("workflows", "directory of workflow YAML files, watched for changes", defaults.workflows_dir);
+  add("plugins", "directory of step plugins (*.so); repeatable", defaults.plugin_dirs.front())
+      ->take_all();
+  add("state", "state directory: the journal and the lock; created when missing",
+      defaults.state_dir);
+  add("socket", "control socket path (mode 0660)", defaults.socket_path);
+  add("workers", "worker threads for step attempts (1-1024); a blocking step holds one",
+      std::to_string(defaults.workers));
+  add("durability",
+      "sync (fsync every commit) or async (survives a crash of sagad, not of the "
+      "machine)",
+      "sync");
+  add("retention", "how long ended instances are kept in the journal",
+      saga::format_duration(defaults.retention));
+  add("secrets", "directory of secret files for ${{ secrets.NAME }}",
+      "$CREDENTIALS_DIRECTORY (systemd LoadCredential=)");
+  add("grace", "how long a shutdown waits for running attempts",
+      saga::format_duration(defaults.grace));
+  add("min-free-mb",
+      "free space (MiB) kept on the journal's file system: below it the journal stops and "
+      "sagad takes no new work, before the disk is full",
+      std::to_string(defaults.min_free_mb));
+  add("log-level", "trace, debug, info, warn, error or critical", settings.log_level);
+  app.add_flag("--print-config", print,
+               "print the configuration that the file and the flags make, then exit");
   CLI11_PARSE(app, argc, argv);
 
-  std::set<std::string> from_flags;
-  for (const char* name : {"workflows", "plugins", "state", "socket", "workers", "durability",
-                           "retention", "secrets", "log-level", "grace", "min-free-mb"}) {
-    if (app.count(std::string("--") + name) > 0) from_flags.insert(name);
-  }
   std::string path = config_file.empty() ? kDefaultConfig : config_file;
-  if (!config_file.empty() || std::filesystem::exists(path)) {
-    std::string error;
-    if (!read_config_file(path, config, log_level, from_flags, error)) {
-      std::cerr << "sagad: " << error << "\n";
+  if (!config_file.empty() || fs::exists(path)) {
+    if (auto error = read_config_file(path, settings)) {
+      std::cerr << "sagad: " << *error << "\n";
       return 2;
     }
   }
-  if (from_flags.contains("plugins")) config.plugin_dirs = plugin_dirs;
-  if (from_flags.contains("durability")) {
-    config.durability = durability == "sync" ? saga::Durability::sync : saga::Durability::async;
-  }
-  for (auto [flag, text, target] : {std::tuple{"retention", &retention, &config.retention},
-                                    std::tuple{"grace", &grace, &config.grace}}) {
-    if (!from_flags.contains(flag)) continue;
-    auto d = saga::parse_duration(*text);
-    if (!d) {
-      std::cerr << "sagad: --" << flag << " " << *text << " is not a duration (e.g. 30d, 10s)\n";
+  for (const char* name : kOptions) {
+    if (app.count(std::string("--") + name) == 0) continue;
+    if (auto error = apply_option(name, flags[name], settings)) {
+      std::cerr << "sagad: --" << *error << "\n";
       return 2;
     }
-    *target = *d;
   }
-  setup_logging(log_level);
-  return saga::run_daemon(config);
+  if (print) {
+    print_config(settings);
+    return 0;
+  }
+  setup_logging(settings.log_level);
+  return saga::run_daemon(settings.config);
 }

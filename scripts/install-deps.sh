@@ -8,6 +8,7 @@ packages=(
   libuv1-dev librocksdb-dev libyaml-cpp-dev libboost-dev libboost-filesystem-dev
   catch2 nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libsystemd-dev
   libcurl4-openssl-dev libhowardhinnant-date-dev python3 python3-pytest
+  systemd dpkg-dev
 )
 
 missing=()

@@ -2,8 +2,9 @@
 // they provide in a registry keyed by name.
 //
 // Loaded libraries are never unloaded: the registry owns every library and outlives every
-// attempt. Loading happens on the loop thread; invoke() is called from worker threads, and the
-// registry does not change while attempts run (reloading plugins happens only when none run).
+// attempt. Loading happens on the loop thread, also while attempts run (SIGHUP adds new files):
+// each StepTypeInfo is its own allocation that never moves and is never removed, so the one an
+// attempt holds stays valid. invoke() is called from worker threads and reads only that.
 #pragma once
 
 #include <saga/plugin_abi.h>
