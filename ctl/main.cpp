@@ -11,18 +11,22 @@
 
 #include "control/client.hpp"
 #include "engine/time.hpp"
+#include "format.hpp"
 #include "plugin_host/plugin_registry.hpp"
 #include "workflow/loader.hpp"
 
 namespace {
 
 using json = nlohmann::json;
+using namespace saga::ctl;
 
 constexpr int kOk = 0, kFailed = 1, kUsage = 2, kUnreachable = 3;
 
 struct Options {
   std::string socket;
   bool json = false;
+  bool color = false;
+  saga::TimePoint now = saga::now_ms();
 };
 
 int fail(int code, const std::string& message) {
@@ -36,57 +40,78 @@ std::string text_of(const json& v) {
   return v.dump();
 }
 
-// Prints rows as aligned columns.
-void print_table(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> width;
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size(); ++i) {
-      if (width.size() <= i) width.push_back(0);
-      width[i] = std::max(width[i], row[i].size());
-    }
+// "2026-11-23T10:00:00.123Z (3s ago)", or "-".
+std::string when(const Options& o, const json& at) {
+  if (!at.is_string()) return "-";
+  return text_of(at) + " " + dim("(" + relative_time(at, o.now) + ")", o.color);
+}
+
+// The time between two RFC 3339 texts, for people; "-" unless both are there.
+std::string between(const json& from, const json& to) {
+  if (!from.is_string() || !to.is_string()) return "-";
+  auto a = saga::parse_rfc3339(from.get<std::string>());
+  auto b = saga::parse_rfc3339(to.get<std::string>());
+  if (!a || !b) return "-";
+  return human_duration(static_cast<double>((*b - *a).count()));
+}
+
+// The fields of a history event that say more than its type.
+std::string event_detail(const Options& o, const json& e) {
+  std::string detail;
+  for (const char* k : {"attempt", "error", "cause", "reason", "retry_at"}) {
+    if (!e.contains(k)) continue;
+    std::string value = std::string(k) == "retry_at" ? relative_time(e[k], o.now) : text_of(e[k]);
+    detail += std::string(detail.empty() ? "" : " ") + k + "=" + value;
   }
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
+  return detail;
+}
+
+void print_instance(const Options& o, const json& inst) {
+  std::string state = paint_state(text_of(inst["state"]), o.color);
+  if (!inst["cause"].is_null()) state += " (cause " + text_of(inst["cause"]) + ")";
+  std::cout << "id:        " << bold(text_of(inst["id"]), o.color) << "\n"
+            << "workflow:  " << text_of(inst["workflow"]) << " (version "
+            << text_of(inst["version"]) << ")\n"
+            << "state:     " << state << "\n"
+            << "created:   " << when(o, inst["created_at"]) << "\n"
+            << "updated:   " << when(o, inst["updated_at"]) << "\n"
+            << "input:     " << inst.value("input", json::object()).dump() << "\n\n";
+  std::vector<std::vector<std::string>> rows{
+      {"STEP", "STATE", "ATTEMPTS", "STARTED", "TOOK", "COMPENSATION", "ERROR"}};
+  for (const auto& s : inst.value("steps", json::array())) {
+    const json comp = s.value("compensation", json::object());
+    std::string comp_state = comp.value("state", "none");
+    if (comp_state != "none" && comp.value("attempts", 0) > 0)
+      comp_state += fmt::format(" ({} attempt{})", comp.value("attempts", 0),
+                                comp.value("attempts", 0) == 1 ? "" : "s");
+    rows.push_back({text_of(s["name"]), paint_state(text_of(s["state"]), o.color),
+                    text_of(s["attempts"]), relative_time(s.value("started_at", json()), o.now),
+                    between(s.value("started_at", json()), s.value("ended_at", json())),
+                    comp_state == "none" ? "-" : comp_state,
+                    s.value("error", json()).is_null() ? text_of(comp.value("error", json()))
+                                                       : text_of(s["error"])});
+  }
+  std::cout << render_table(rows);
+  if (inst.contains("history")) {
+    std::cout << "\n";
+    std::vector<std::vector<std::string>> hist{{"SEQ", "AT", "+", "EVENT", "STEP", "DETAIL"}};
+    json first = inst["history"].empty() ? json() : inst["history"][0].value("at", json());
+    for (const auto& e : inst["history"]) {
+      std::string at = text_of(e["at"]);
+      hist.push_back({text_of(e["seq"]), at.size() > 11 ? at.substr(11) : at,
+                      between(first, e.value("at", json())),
+                      paint_event(text_of(e["type"]), o.color),
+                      e.contains("step") ? text_of(e["step"]) : "-", event_detail(o, e)});
     }
-    std::cout << line << "\n";
+    std::cout << render_table(hist);
   }
 }
 
-void print_instance(const json& inst) {
-  std::cout << "id:        " << text_of(inst["id"]) << "\n"
-            << "workflow:  " << text_of(inst["workflow"]) << " (version "
-            << text_of(inst["version"]) << ")\n"
-            << "state:     " << text_of(inst["state"])
-            << (inst["cause"].is_null() ? "" : " (cause " + text_of(inst["cause"]) + ")") << "\n"
-            << "created:   " << text_of(inst["created_at"]) << "\n"
-            << "updated:   " << text_of(inst["updated_at"]) << "\n\n";
-  std::vector<std::vector<std::string>> rows{
-      {"STEP", "STATE", "ATTEMPTS", "COMPENSATION", "ERROR"}};
-  for (const auto& s : inst.value("steps", json::array())) {
-    std::string comp = s["compensation"].value("state", "none");
-    rows.push_back(
-        {text_of(s["name"]), text_of(s["state"]), text_of(s["attempts"]),
-         comp == "none" ? "-" : comp,
-         s["error"].is_null() ? text_of(s["compensation"]["error"]) : text_of(s["error"])});
-  }
-  print_table(rows);
-  if (inst.contains("history")) {
-    std::cout << "\n";
-    std::vector<std::vector<std::string>> hist{{"SEQ", "AT", "EVENT", "STEP", "DETAIL"}};
-    for (const auto& e : inst["history"]) {
-      std::string detail;
-      for (const char* k : {"attempt", "error", "cause", "reason", "retry_at"}) {
-        if (e.contains(k))
-          detail += std::string(detail.empty() ? "" : " ") + k + "=" + text_of(e[k]);
-      }
-      hist.push_back({text_of(e["seq"]), text_of(e["at"]), text_of(e["type"]),
-                      e.contains("step") ? text_of(e["step"]) : "-", detail});
-    }
-    print_table(hist);
-  }
+// Pads to a visible width, so that streamed lines line up without knowing what comes next.
+std::string pad(std::string text, size_t width) {
+  size_t w = visible_width(text);
+  if (w < width) text += std::string(width - w, ' ');
+  return text;
 }
 
 std::string socket_path(const Options& o) {
@@ -95,21 +120,21 @@ std::string socket_path(const Options& o) {
   return "/run/saga/sagad.sock";
 }
 
+int print_remote_error(const Options& o, const saga::rpc::ClientError& error) {
+  if (error.kind == saga::rpc::ClientError::Kind::transport)
+    return fail(kUnreachable, error.message);
+  if (o.json) {
+    std::cout << json{{"error", {{"code", error.code}, {"message", error.message}}}}.dump() << "\n";
+  }
+  return fail(error.code == saga::rpc::kInvalidParams ? kUsage : kFailed, error.message);
+}
+
 // Calls one method; prints errors; returns the exit code, and the result through `out`.
 int call(const Options& o, const std::string& method, json params, json& out) {
   auto client = saga::rpc::Client::connect(socket_path(o));
   if (!client) return fail(kUnreachable, client.error().message);
   auto r = client->call(method, std::move(params));
-  if (!r) {
-    if (r.error().kind == saga::rpc::ClientError::Kind::transport) {
-      return fail(kUnreachable, r.error().message);
-    }
-    if (o.json)
-      std::cout
-          << json{{"error", {{"code", r.error().code}, {"message", r.error().message}}}}.dump()
-          << "\n";
-    return fail(kFailed, r.error().message);
-  }
+  if (!r) return print_remote_error(o, r.error());
   out = std::move(*r);
   return kOk;
 }
@@ -121,6 +146,103 @@ std::optional<json> parse_object(const std::string& text, const std::string& wha
     return std::nullopt;
   }
   return v;
+}
+
+bool settles(std::string_view event_type) {
+  return event_type == "instance_completed" || event_type == "instance_compensated" ||
+         event_type == "instance_failed" || event_type == "instance_compensation_failed";
+}
+
+// Streams events until the client stops it, or, when watching one instance, until that
+// instance settles (terminal or parked, as start --wait): exit 0 if it completed, else 1.
+int watch(Options& o, const std::string& id, const std::string& workflow) {
+  auto client = saga::rpc::Client::connect(socket_path(o));
+  if (!client) return fail(kUnreachable, client.error().message);
+  json params = json::object();
+  if (!id.empty()) params["id"] = id;
+  if (!workflow.empty()) params["workflow"] = workflow;
+  if (auto sent = client->send("watch", params); !sent)
+    return fail(kUnreachable, sent.error().message);
+  uint64_t settle_from = 0;
+  for (;;) {
+    auto message = client->read_message();
+    if (!message) return fail(kUnreachable, message.error().message);
+    if (message->contains("id") && !message->contains("method")) {
+      if (auto err = message->find("error"); err != message->end()) {
+        return print_remote_error(o, {saga::rpc::ClientError::Kind::remote, err->value("code", 0),
+                                      err->value("message", std::string("unknown error"))});
+      }
+      settle_from = (*message)["result"].value("last_seq", uint64_t{0});
+      continue;
+    }
+    std::string method = message->value("method", "");
+    const json ev = message->value("params", json::object());
+    if (method == "watch.dropped") {
+      return fail(kFailed, "sagad stopped this watch: " + ev.value("reason", std::string("?")));
+    }
+    if (method != "event") continue;
+    o.now = saga::now_ms();
+    if (o.json) {
+      std::cout << ev.dump() << std::endl;
+    } else {
+      std::string at = text_of(ev.value("at", json()));
+      std::vector<std::string> cells{at.size() > 11 ? at.substr(11) : at,
+                                     text_of(ev["id"]),
+                                     text_of(ev["workflow"]),
+                                     pad(paint_event(text_of(ev["type"]), o.color), 28),
+                                     ev.contains("step") ? text_of(ev["step"]) : "-",
+                                     event_detail(o, ev)};
+      std::string line;
+      for (const auto& c : cells) {
+        if (c.empty()) continue;
+        line += (line.empty() ? "" : "  ") + c;
+      }
+      std::cout << line << std::endl;
+    }
+    std::string type = ev.value("type", "");
+    if (!id.empty() && settles(type) && ev.value("seq", uint64_t{0}) >= settle_from) {
+      return type == "instance_completed" ? kOk : kFailed;
+    }
+  }
+}
+
+std::string percent(double ratio) {
+  return fmt::format("{:.1f}%", ratio * 100);
+}
+
+void print_stats(const Options& o, const json& s) {
+  const json journal = s.value("journal", json::object());
+  const json commit = journal.value("commit_ms", json::object());
+  std::cout << bold("sagad", o.color) << " up " << human_duration(s.value("uptime_s", 0.0) * 1000.0)
+            << "\n\n";
+  std::vector<std::vector<std::string>> states{{"STATE", "INSTANCES"}};
+  for (const char* st :
+       {"running", "compensating", "failed", "compensation_failed", "completed", "compensated"}) {
+    states.push_back({paint_state(st, o.color), text_of(s["instances"].value(st, json(0)))});
+  }
+  std::cout << render_table(states) << "(completed and compensated: since sagad started)\n\n";
+  std::vector<std::vector<std::string>> rows{{"WORKFLOW", "STARTED", "COMPLETED", "COMPENSATED",
+                                              "FAILED", "SUCCESS", "P50", "P90", "P99"}};
+  for (const auto& w : s.value("workflows", json::array())) {
+    const json d = w.value("duration_ms", json::object());
+    rows.push_back({text_of(w["name"]), text_of(w["started"]), text_of(w["completed"]),
+                    text_of(w["compensated"]),
+                    std::to_string(w.value("failed", 0) + w.value("compensation_failed", 0)),
+                    percent(w.value("success_rate", 0.0)), human_duration(d.value("p50", 0.0)),
+                    human_duration(d.value("p90", 0.0)), human_duration(d.value("p99", 0.0))});
+  }
+  if (rows.size() > 1) std::cout << render_table(rows) << "\n";
+  std::cout << fmt::format("compensations run: {}   retries: {}\n", text_of(s["compensations"]),
+                           text_of(s["retries"]))
+            << fmt::format(
+                   "journal: {} commits, {:.2f} writes per commit, commit p50 {:.2f}ms p90 "
+                   "{:.2f}ms p99 {:.2f}ms\n",
+                   text_of(journal.value("commits", json(0))), journal.value("avg_batch", 0.0),
+                   commit.value("p50", 0.0), commit.value("p90", 0.0), commit.value("p99", 0.0));
+  if (s.contains("watchers")) {
+    std::cout << fmt::format("watchers: {} ({} dropped for falling behind)\n",
+                             text_of(s["watchers"]["active"]), text_of(s["watchers"]["dropped"]));
+  }
 }
 
 // Validates workflow files without a daemon. Step types and their parameters are checked
@@ -194,27 +316,39 @@ int validate(const Options& o, const std::vector<std::string>& files,
   return rc;
 }
 
+std::string example(std::initializer_list<const char*> lines) {
+  std::string text = "\nExamples:";
+  for (const char* l : lines) text += std::string("\n  ") + l;
+  return text;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
-  CLI::App app{
-      "sagactl: control the saga daemon\n\nExample: sagactl start hello --input '{\"name\": "
-      "\"world\"}' --wait"};
+  CLI::App app{"sagactl: control the saga daemon"};
+  app.footer(example({"sagactl start hello --input '{\"name\": \"world\"}' --wait",
+                      "sagactl list --state failed", "sagactl watch ID",
+                      "sagactl COMMAND --help   (every command has its own examples)"}) +
+             "\n\nExit codes: 0 success, 1 the operation failed, 2 usage error, 3 sagad cannot be "
+             "reached.");
   app.require_subcommand(1);
   app.fallthrough();
   app.add_option("--socket", o.socket,
                  "sagad's socket (default $SAGA_SOCKET, then /run/saga/sagad.sock)");
   app.add_flag("--json", o.json, "print JSON for scripts");
 
-  auto* ping =
-      app.add_subcommand("ping", "daemon version, uptime and state dir\n\nExample: sagactl ping");
+  auto* ping = app.add_subcommand("ping", "daemon version, uptime and state dir");
+  ping->footer(example({"sagactl ping", "sagactl --socket .saga/sagad.sock ping --json"}));
 
   std::string workflow, input_text, input_file, id;
   bool wait = false;
-  auto* start = app.add_subcommand("start",
-                                   "start an instance; prints its id\n\nExample: sagactl start "
-                                   "hello --input '{\"name\": \"x\"}' --wait");
+  auto* start = app.add_subcommand("start", "start an instance; prints its id");
+  start->footer(example({"sagactl start hello",
+                         "sagactl start hello --input '{\"name\": \"x\"}' "
+                         "--id order-42 --wait",
+                         "sagactl start order-checkout --input-file order.json --json"}) +
+                "\n\nWith --wait: exit 0 when the instance completed, 1 when it ended otherwise.");
   start->add_option("workflow", workflow, "workflow name")->required();
   auto* input_opt = start->add_option("--input", input_text, "instance input, a JSON object");
   start->add_option("--input-file", input_file, "read the input from a file")->excludes(input_opt);
@@ -223,38 +357,57 @@ int main(int argc, char** argv) {
 
   std::string inspect_id;
   bool history = false;
-  auto* inspect = app.add_subcommand(
-      "inspect", "an instance's state, steps and errors\n\nExample: sagactl inspect ID --history");
+  auto* inspect = app.add_subcommand("inspect", "an instance's state, steps, attempts and errors");
+  inspect->footer(example({"sagactl inspect ID", "sagactl inspect ID --history",
+                           "sagactl inspect ID --json | jq .steps"}));
   inspect->add_option("id", inspect_id, "instance id")->required();
   inspect->add_flag("--history", history, "include the journaled events");
 
   std::string state, wf_filter, cursor;
   int limit = 50;
-  auto* list = app.add_subcommand(
-      "list", "instances, newest first\n\nExample: sagactl list --state failed --limit 20");
-  list->add_option("--state", state, "only instances in this state");
+  auto* list = app.add_subcommand("list", "instances, newest first, a page at a time");
+  list->footer(example({"sagactl list", "sagactl list --state failed --workflow order-checkout",
+                        "sagactl list --limit 20 --cursor CURSOR   (CURSOR: the previous page's "
+                        "next_cursor)"}));
+  list->add_option("--state", state, "only instances in this state")
+      ->check(CLI::IsMember({"running", "completed", "compensating", "compensated", "failed",
+                             "compensation_failed"}));
   list->add_option("--workflow", wf_filter, "only instances of this workflow");
-  list->add_option("--limit", limit, "at most this many (1-1000)")->check(CLI::Range(1, 1000));
+  list->add_option("--limit", limit, "at most this many (1-1000, default 50)")
+      ->check(CLI::Range(1, 1000));
   list->add_option("--cursor", cursor, "the next_cursor of a previous page");
 
   std::string retry_id, from, retry_input;
-  auto* retry = app.add_subcommand(
-      "retry",
-      "resume a failed or compensation_failed instance\n\nExample: sagactl retry ID --from charge");
+  auto* retry = app.add_subcommand("retry", "resume a failed or compensation_failed instance");
+  retry->footer(example({"sagactl retry ID", "sagactl retry ID --from charge",
+                         "sagactl retry ID --input '{\"order_id\": 43}'"}));
   retry->add_option("id", retry_id, "instance id")->required();
   retry->add_option("--from", from, "re-run this step and everything downstream of it");
   retry->add_option("--input", retry_input, "replace the instance input (a JSON object)");
 
   std::string cancel_id, reason;
-  auto* cancel = app.add_subcommand(
-      "cancel",
-      "cancel an instance and compensate\n\nExample: sagactl cancel ID --reason 'customer asked'");
+  auto* cancel = app.add_subcommand("cancel", "cancel an instance and compensate");
+  cancel->footer(example({"sagactl cancel ID", "sagactl cancel ID --reason 'customer asked'"}));
   cancel->add_option("id", cancel_id, "instance id")->required();
   cancel->add_option("--reason", reason, "why, recorded in the journal");
 
+  std::string watch_id, watch_workflow;
+  auto* watch_cmd = app.add_subcommand("watch", "stream events live as they are journaled");
+  watch_cmd->footer(
+      example({"sagactl watch                      every instance, until Ctrl-C",
+               "sagactl watch --workflow hello     one workflow's instances",
+               "sagactl watch ID                   one instance, from its first event",
+               "sagactl watch ID --json            one JSON object per line"}) +
+      "\n\nWatching one instance replays its history first and ends when the instance settles "
+      "(as start --wait): exit 0 if it completed, 1 otherwise. sagad drops a watcher that falls "
+      "behind (exit 1, with the reason); exit 3 if the connection is lost.");
+  watch_cmd->add_option("id", watch_id, "instance id (default: every instance)");
+  watch_cmd->add_option("--workflow", watch_workflow, "only instances of this workflow");
+
   std::vector<std::string> wf_args;
-  auto* workflows = app.add_subcommand(
-      "workflows", "workflow definitions and load errors\n\nExample: sagactl workflows show hello");
+  auto* workflows = app.add_subcommand("workflows", "workflow definitions and load errors");
+  workflows->footer(example({"sagactl workflows", "sagactl workflows show hello",
+                             "sagactl workflows validate my.yaml --plugins build/plugins"}));
   std::vector<std::string> validate_plugins;
   workflows->add_option("args", wf_args, "list | show NAME | validate FILE...");
   workflows->add_option("--plugins", validate_plugins,
@@ -268,7 +421,16 @@ int main(int argc, char** argv) {
   schedules->add_option("args", sched_args, "list | pause WORKFLOW | resume WORKFLOW");
 
   auto* plugins = app.add_subcommand("plugins", "loaded plugins and their step types");
-  auto* stats = app.add_subcommand("stats", "counts, success rates, durations, journal latency");
+  plugins->footer(example({"sagactl plugins", "sagactl plugins --json"}));
+
+  bool prometheus = false;
+  auto* stats = app.add_subcommand(
+      "stats", "counts by state, success rates, durations, compensations, journal latency");
+  stats->footer(
+      example({"sagactl stats", "sagactl stats --json",
+               "sagactl stats --prometheus > /var/lib/node_exporter/textfile/saga.prom"}) +
+      "\n\nCounters (started, settled, compensations, retries) count since sagad started.");
+  stats->add_flag("--prometheus", prometheus, "print the Prometheus text exposition format");
 
   for (auto* sub : app.get_subcommands({})) {
     sub->add_option("--socket", o.socket, "sagad's socket");
@@ -281,15 +443,18 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : kUsage;
   }
+  o.color =
+      color_wanted(::isatty(STDOUT_FILENO) == 1, std::getenv("NO_COLOR"), std::getenv("TERM"));
 
   json result;
   int rc = kOk;
   if (ping->parsed()) {
     rc = call(o, "ping", json::object(), result);
     if (rc == kOk && !o.json) {
-      std::cout << fmt::format("sagad {} (pid {}), up {} s, state in {}\n",
+      std::cout << fmt::format("sagad {} (pid {}), up {}, state in {}\n",
                                text_of(result["version"]), text_of(result["pid"]),
-                               text_of(result["uptime_s"]), text_of(result["state_dir"]));
+                               human_duration(result.value("uptime_s", 0.0) * 1000.0),
+                               text_of(result["state_dir"]));
     }
   } else if (start->parsed()) {
     json params = {{"workflow", workflow}, {"wait", wait}};
@@ -318,12 +483,15 @@ int main(int argc, char** argv) {
       if (!o.json) {
         std::cout << text_of(result["id"]) << (result.value("existing", false) ? " (existing)" : "")
                   << "\n";
-        if (result.contains("instance")) print_instance(result["instance"]);
+        if (result.contains("instance")) {
+          std::cout << "\n";
+          print_instance(o, result["instance"]);
+        }
       }
     }
   } else if (inspect->parsed()) {
     rc = call(o, "inspect", {{"id", inspect_id}, {"history", history}}, result);
-    if (rc == kOk && !o.json) print_instance(result);
+    if (rc == kOk && !o.json) print_instance(o, result);
   } else if (list->parsed()) {
     json params = {{"limit", limit}};
     if (!state.empty()) params["state"] = state;
@@ -331,14 +499,25 @@ int main(int argc, char** argv) {
     if (!cursor.empty()) params["cursor"] = cursor;
     rc = call(o, "list", params, result);
     if (rc == kOk && !o.json) {
-      std::vector<std::vector<std::string>> rows{{"ID", "WORKFLOW", "STATE", "CREATED"}};
+      std::vector<std::vector<std::string>> rows{{"ID", "WORKFLOW", "STATE", "CREATED", "UPDATED"}};
       for (const auto& i : result["instances"]) {
-        rows.push_back({text_of(i["id"]), text_of(i["workflow"]), text_of(i["state"]),
-                        text_of(i["created_at"])});
+        std::string st = paint_state(text_of(i["state"]), o.color);
+        if (!i.value("cause", json()).is_null()) st += " (" + text_of(i["cause"]) + ")";
+        rows.push_back({text_of(i["id"]), text_of(i["workflow"]), st,
+                        relative_time(i.value("created_at", json()), o.now),
+                        relative_time(i.value("updated_at", json()), o.now)});
       }
-      print_table(rows);
+      if (rows.size() == 1) {
+        std::cout << "no instances\n";
+      } else {
+        std::cout << render_table(rows);
+      }
       if (!result["next_cursor"].is_null()) {
-        std::cout << "\nmore: sagactl list --cursor " << text_of(result["next_cursor"]) << "\n";
+        std::string more = "sagactl list --cursor " + text_of(result["next_cursor"]);
+        if (!state.empty()) more += " --state " + state;
+        if (!wf_filter.empty()) more += " --workflow " + wf_filter;
+        if (limit != 50) more += " --limit " + std::to_string(limit);
+        std::cout << "\nmore: " << more << "\n";
       }
     }
   } else if (retry->parsed()) {
@@ -357,6 +536,8 @@ int main(int argc, char** argv) {
     if (!reason.empty()) params["reason"] = reason;
     rc = call(o, "cancel", params, result);
     if (rc == kOk && !o.json) std::cout << "cancelling " << cancel_id << "\n";
+  } else if (watch_cmd->parsed()) {
+    return watch(o, watch_id, watch_workflow);
   } else if (workflows->parsed()) {
     if (wf_args.empty() || wf_args[0] == "list") {
       rc = call(o, "workflows.list", json::object(), result);
@@ -366,7 +547,7 @@ int main(int argc, char** argv) {
           rows.push_back({text_of(w["name"]), text_of(w["version"]),
                           std::to_string(w["steps"].size()), text_of(w["file"])});
         }
-        print_table(rows);
+        std::cout << render_table(rows);
         for (const auto& e : result["errors"])
           std::cout << "\nerror: " << text_of(e["error"]) << "\n";
       }
@@ -413,7 +594,7 @@ int main(int argc, char** argv) {
     rc = call(o, "plugins.list", json::object(), result);
     if (rc == kOk && !o.json) {
       for (const auto& p : result["plugins"]) {
-        std::cout << text_of(p["name"]) << " " << text_of(p["version"]) << " (ABI "
+        std::cout << bold(text_of(p["name"]), o.color) << " " << text_of(p["version"]) << " (ABI "
                   << text_of(p["abi"]) << ") " << text_of(p["file"]) << "\n";
         for (const auto& t : p["step_types"]) {
           std::cout << "  " << text_of(t["name"]) << ": " << text_of(t["description"]) << "\n";
@@ -427,7 +608,11 @@ int main(int argc, char** argv) {
     }
   } else if (stats->parsed()) {
     rc = call(o, "stats", json::object(), result);
-    if (rc == kOk && !o.json) std::cout << result.dump(2) << "\n";
+    if (rc == kOk && prometheus) {
+      std::cout << render_prometheus(result);
+      return kOk;
+    }
+    if (rc == kOk && !o.json) print_stats(o, result);
   }
   if (o.json && !result.is_null()) std::cout << result.dump() << "\n";
   return rc;

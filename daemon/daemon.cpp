@@ -77,11 +77,31 @@ struct Live {
   std::optional<Timers::iterator> deadline;
 };
 
-// Counters since this sagad started, for `sagactl stats`.
+// A `watch` subscription: the connection gets every durable event that matches, as `event`
+// notifications. An instance watch first gets the history already journaled; `last_seq`
+// keeps the two from overlapping.
+struct Watch {
+  Conn conn;
+  std::optional<std::string> instance;
+  std::optional<std::string> workflow;
+  uint64_t last_seq = 0;
+};
+
+// A watcher whose unread events pass this is dropped: it never holds up the loop or the
+// other clients, and costs at most this much memory.
+constexpr size_t kWatchBacklogBytes = 1 << 20;
+// How long a dropped watcher has to read the notice that says why before it is cut off.
+constexpr uint64_t kWatchDropGraceMs = 10'000;
+
+// Counters since this sagad started, for `sagactl stats`. Every time an instance settles it
+// counts once in its state (a failed instance that is retried and then completes counts in
+// both). Durations come from a bounded ring of the most recent settles.
+constexpr size_t kDurationSamples = 1024;
 struct WorkflowStats {
-  uint64_t started = 0, completed = 0, compensated = 0, failed = 0;
-  std::vector<int64_t> durations_ms;  // the most recent 1024 settled instances
+  uint64_t started = 0, completed = 0, compensated = 0, failed = 0, compensation_failed = 0;
+  std::vector<int64_t> durations_ms;  // the most recent kDurationSamples settles
   uint64_t settled = 0;
+  uint64_t duration_sum_ms = 0;  // over every settle
 };
 
 double percentile(std::vector<double> values, double p) {
@@ -165,6 +185,10 @@ class Daemon final : private ScheduleHost {
   // error instead, so that no client waits for an acknowledgement that cannot come.
   uint64_t await_durable(const ControlServer::Call& call);
   std::optional<Waiter> take_awaiting(uint64_t token);
+  void publish(const std::string& id, const std::string& workflow,
+               const std::vector<std::string>& events);
+  bool send_event(Watch& w, const std::string& id, const std::string& workflow, const json& event);
+  void drop_watch(Watch& w, const std::string& why);
   Live* find_live(const std::string& id);
 
   // Timers.
@@ -179,6 +203,7 @@ class Daemon final : private ScheduleHost {
   void handle_inspect(ControlServer::Call& call);
   void handle_list(ControlServer::Call& call);
   void handle_retry_or_cancel(ControlServer::Call& call, bool is_retry);
+  void handle_watch(ControlServer::Call& call);
   json workflows_json() const;
   json stats_json() const;
   void count_settled(const Live& live);
@@ -239,6 +264,8 @@ class Daemon final : private ScheduleHost {
   SystemClock clock_;
   std::unique_ptr<Scheduler> scheduler_;  // null until recovery is done
   std::optional<Timers::iterator> schedule_timer_;
+  std::vector<Watch> watches_;
+  uint64_t watches_dropped_ = 0;
 };
 
 template <class Handle>
@@ -442,8 +469,13 @@ void Daemon::commit(Live& live, Transition&& t, bool created, std::function<void
   w.created_at = live.inst.created_at;
   w.created = created;
   w.events.reserve(t.events.size());
+  // Watchers see the events once they are durable, as the journal got them. A copy of the
+  // text, always: a watcher may subscribe while this write is in flight.
+  auto texts = std::make_shared<std::vector<std::string>>();
+  texts->reserve(t.events.size());
   for (const auto& e : t.events) {
     w.events.emplace_back(e.seq, event_json_text(e));
+    texts->push_back(w.events.back().second);
     if (e.type == EventType::compensation_succeeded) ++compensations_;
     if ((e.type == EventType::step_failed || e.type == EventType::compensation_failed) &&
         e.retry_at) {
@@ -456,11 +488,13 @@ void Daemon::commit(Live& live, Transition&& t, bool created, std::function<void
   w.terminal = is_terminal(live.inst.state);
   const bool settled = is_settled(live.inst.state);
   std::string state = settled ? w.state : std::string();
-  writer_->submit(std::move(w), [this, id, actions = std::move(t.actions), settled,
-                                 state = std::move(state), after = std::move(after)] {
-    if (after) after();
-    on_durable(id, actions, settled, state);
-  });
+  writer_->submit(std::move(w),
+                  [this, id, workflow = live.inst.workflow, texts, actions = std::move(t.actions),
+                   settled, state = std::move(state), after = std::move(after)] {
+                    publish(id, workflow, *texts);
+                    if (after) after();
+                    on_durable(id, actions, settled, state);
+                  });
 }
 
 void Daemon::on_durable(const std::string& id, const std::vector<Action>& actions, bool settled,
@@ -650,6 +684,51 @@ std::optional<Waiter> Daemon::take_awaiting(uint64_t token) {
   Waiter w = std::move(it->second);
   awaiting_durable_.erase(it);
   return w;
+}
+
+void Daemon::publish(const std::string& id, const std::string& workflow,
+                     const std::vector<std::string>& events) {
+  if (watches_.empty()) return;
+  std::vector<json> parsed;  // once, and only when a watcher wants them
+  std::erase_if(watches_, [&](Watch& w) {
+    if (!ControlServer::backlog(w.conn)) return true;  // the client went away
+    if ((w.instance && *w.instance != id) || (w.workflow && *w.workflow != workflow)) return false;
+    if (parsed.empty()) {
+      parsed.reserve(events.size());
+      for (const auto& text : events) parsed.push_back(json::parse(text));
+    }
+    for (const auto& e : parsed) {
+      if (!send_event(w, id, workflow, e)) return true;
+    }
+    return false;
+  });
+}
+
+// Sends one event unless the instance watch has had it already; false when the watcher is gone
+// or had to be dropped.
+bool Daemon::send_event(Watch& w, const std::string& id, const std::string& workflow,
+                        const json& event) {
+  uint64_t seq = event.value("seq", uint64_t{0});
+  if (w.instance && seq <= w.last_seq) return true;
+  auto backlog = ControlServer::backlog(w.conn);
+  if (!backlog) return false;
+  if (*backlog > kWatchBacklogBytes) {
+    drop_watch(w, fmt::format("the watcher fell behind: more than {} KiB of events unread",
+                              kWatchBacklogBytes / 1024));
+    return false;
+  }
+  json params = event;
+  params["id"] = id;
+  params["workflow"] = workflow;
+  w.last_seq = seq;
+  return ControlServer::notify(w.conn, "event", std::move(params));
+}
+
+void Daemon::drop_watch(Watch& w, const std::string& why) {
+  ++watches_dropped_;
+  spdlog::warn("control: dropped a watcher: {}", why);
+  ControlServer::notify(w.conn, "watch.dropped", {{"reason", why}});
+  ControlServer::close_after_flush(w.conn, kWatchDropGraceMs);
 }
 
 void Daemon::on_journal_failure(const Error& error) {
@@ -924,6 +1003,52 @@ void Daemon::handle_retry_or_cancel(ControlServer::Call& call, bool is_retry) {
          });
 }
 
+void Daemon::handle_watch(ControlServer::Call& call) {
+  auto id = string_param(call.params, "id");
+  auto workflow = string_param(call.params, "workflow");
+  if (id == "\x01" || workflow == "\x01") {
+    return reply_invalid(call, "\"id\" and \"workflow\" must be strings");
+  }
+  Watch w{call.conn, id, workflow, 0};
+  std::vector<std::string> history;
+  std::string instance_workflow;
+  if (id) {
+    if (Live* live = find_live(*id)) {
+      instance_workflow = live->inst.workflow;
+    } else {
+      auto stored = journal_->load_state(*id);
+      if (!stored) return reply_error(call, stored.error());
+      if (!*stored) return reply_error(call, {ErrorCode::not_found, "no instance " + *id});
+      instance_workflow = json::parse(**stored).value("workflow", "");
+    }
+    if (workflow && *workflow != instance_workflow) {
+      return reply_invalid(call, "instance " + *id + " belongs to workflow " + instance_workflow);
+    }
+    // What is journaled already; whatever becomes durable after this comes through publish(),
+    // and last_seq drops what both would send.
+    auto events = journal_->load_history(*id);
+    if (!events) return reply_error(call, events.error());
+    history = std::move(*events);
+  }
+  json watching = json::object();
+  if (id) watching["id"] = *id;
+  if (workflow) watching["workflow"] = *workflow;
+  json result = {{"watching", watching}};
+  // The seq of the last event already journaled: a client that waits for the instance to settle
+  // ignores settling events before it (an instance that failed and was retried since).
+  if (id) {
+    uint64_t last_seq = 0;
+    if (!history.empty()) last_seq = json::parse(history.back()).value("seq", uint64_t{0});
+    result["last_seq"] = last_seq;
+  }
+  ControlServer::reply(call.conn, call.id, std::move(result));
+  for (const auto& text : history) {
+    if (!send_event(w, *id, instance_workflow, json::parse(text))) return;
+  }
+  std::erase_if(watches_, [](const Watch& x) { return !ControlServer::backlog(x.conn); });
+  watches_.push_back(std::move(w));
+}
+
 void Daemon::count_settled(const Live& live) {
   WorkflowStats& ws = stats_[live.inst.workflow];
   switch (live.inst.state) {
@@ -933,17 +1058,21 @@ void Daemon::count_settled(const Live& live) {
     case InstanceState::compensated:
       ++ws.compensated;
       break;
+    case InstanceState::compensation_failed:
+      ++ws.compensation_failed;
+      break;
     default:
       ++ws.failed;
       break;
   }
-  int64_t ms = (live.inst.updated_at - live.inst.created_at).count();
-  if (ws.durations_ms.size() < 1024) {
+  int64_t ms = std::max<int64_t>((live.inst.updated_at - live.inst.created_at).count(), 0);
+  if (ws.durations_ms.size() < kDurationSamples) {
     ws.durations_ms.push_back(ms);
   } else {
-    ws.durations_ms[ws.settled % 1024] = ms;
+    ws.durations_ms[ws.settled % kDurationSamples] = ms;
   }
   ++ws.settled;
+  ws.duration_sum_ms += static_cast<uint64_t>(ms);
 }
 
 json Daemon::stats_json() const {
@@ -953,16 +1082,16 @@ json Daemon::stats_json() const {
     by_state[std::string(to_string(state))] = 0;
   }
   for (const auto& [id, live] : live_) {
-    if (!is_terminal(live->inst.state))
-      by_state[std::string(to_string(live->inst.state))] =
-          by_state[std::string(to_string(live->inst.state))].get<int64_t>() + 1;
+    if (!is_terminal(live->inst.state)) {
+      auto& count = by_state[std::string(to_string(live->inst.state))];
+      count = count.get<int64_t>() + 1;
+    }
   }
   uint64_t completed = 0, compensated = 0;
   json workflows = json::array();
   for (const auto& [name, ws] : stats_) {
     completed += ws.completed;
     compensated += ws.compensated;
-    uint64_t settled = ws.completed + ws.compensated + ws.failed;
     std::vector<double> d(ws.durations_ms.begin(), ws.durations_ms.end());
     workflows.push_back(
         {{"name", name},
@@ -970,15 +1099,22 @@ json Daemon::stats_json() const {
          {"completed", ws.completed},
          {"compensated", ws.compensated},
          {"failed", ws.failed},
+         {"compensation_failed", ws.compensation_failed},
          {"success_rate",
-          settled ? static_cast<double>(ws.completed) / static_cast<double>(settled) : 0.0},
+          ws.settled ? static_cast<double>(ws.completed) / static_cast<double>(ws.settled) : 0.0},
          {"duration_ms",
-          {{"p50", percentile(d, 50)}, {"p90", percentile(d, 90)}, {"p99", percentile(d, 99)}}}});
+          {{"p50", percentile(d, 50)},
+           {"p90", percentile(d, 90)},
+           {"p99", percentile(d, 99)},
+           {"count", ws.settled},
+           {"sum", ws.duration_sum_ms},
+           {"samples", d.size()}}}});
   }
   by_state["completed"] = completed;
   by_state["compensated"] = compensated;
   CommitStats cs = writer_->stats();
   std::vector<double> commit_ms;
+  commit_ms.reserve(cs.recent_us.size());
   for (uint32_t us : cs.recent_us) commit_ms.push_back(us / 1000.0);
   return {
       {"instances", by_state},
@@ -990,7 +1126,15 @@ json Daemon::stats_json() const {
         {"writes", cs.writes},
         {"avg_batch",
          cs.commits ? static_cast<double>(cs.writes) / static_cast<double>(cs.commits) : 0.0},
-        {"commit_ms", {{"p50", percentile(commit_ms, 50)}, {"p99", percentile(commit_ms, 99)}}}}},
+        {"commit_ms",
+         {{"p50", percentile(commit_ms, 50)},
+          {"p90", percentile(commit_ms, 90)},
+          {"p99", percentile(commit_ms, 99)},
+          {"sum", static_cast<double>(cs.total_us) / 1000.0}}}}},
+      {"watchers",
+       {{"active", std::count_if(watches_.begin(), watches_.end(),
+                                 [](const Watch& w) { return ControlServer::backlog(w.conn); })},
+        {"dropped", watches_dropped_}}},
       {"uptime_s",
        std::chrono::duration_cast<std::chrono::seconds>(now_ms() - started_at_).count()}};
 }
@@ -1075,6 +1219,7 @@ void Daemon::on_call(ControlServer::Call call) {
   if (m == "plugins.list") return ControlServer::reply(call.conn, call.id, plugins_json());
   if (m == "stats") return ControlServer::reply(call.conn, call.id, stats_json());
   if (m.starts_with("schedules.")) return handle_schedules(call);
+  if (m == "watch") return handle_watch(call);
   if (m == "start" || m == "retry" || m == "cancel") {
     if (journal_failed_) {
       return reply_error(call, {ErrorCode::unavailable,
@@ -1212,6 +1357,10 @@ void Daemon::begin_drain(const char* why) {
   spdlog::info("{}: draining (waiting up to {} for running attempts)", why,
                format_duration(config_.grace));
   notifier_->stopping();
+  for (auto& w : watches_) {
+    ControlServer::notify(w.conn, "watch.dropped", {{"reason", "sagad is shutting down"}});
+  }
+  watches_.clear();
   server_->close();
   if (watcher_) close_handle(watcher_);
   drain_deadline_ = now_ms() + config_.grace;

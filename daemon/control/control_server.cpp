@@ -108,6 +108,13 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
   void shutdown() {
     if (closing_) return;
     closing_ = true;
+    if (grace_) {
+      uv_close(reinterpret_cast<uv_handle_t*>(grace_), [](uv_handle_t* h) {
+        delete static_cast<std::weak_ptr<Connection>*>(h->data);
+        delete reinterpret_cast<uv_timer_t*>(h);
+      });
+      grace_ = nullptr;
+    }
     pipe_->data = nullptr;
     uv_close(reinterpret_cast<uv_handle_t*>(pipe_),
              [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
@@ -116,6 +123,30 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
 
   void detach() { server_ = nullptr; }
   bool closing() const { return closing_; }
+  // What libuv holds for the peer beyond what the kernel took; writes that completed at once
+  // are not counted, so a peer that keeps reading never shows a backlog.
+  size_t backlog() const { return reinterpret_cast<const uv_stream_t*>(pipe_)->write_queue_size; }
+
+  void close_after_flush(uint64_t grace_ms) {
+    if (closing_ || close_after_write_) return;
+    close_after_write_ = true;
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(pipe_));
+    if (queued_ == 0) {
+      shutdown();
+      return;
+    }
+    // A peer that never reads would keep its queue (bounded, but still) forever.
+    grace_ = new uv_timer_t;
+    uv_timer_init(pipe_->loop, grace_);
+    grace_->data = new std::weak_ptr<Connection>(weak_from_this());
+    uv_timer_start(
+        grace_,
+        [](uv_timer_t* t) {
+          auto* weak = static_cast<std::weak_ptr<Connection>*>(t->data);
+          if (auto self = weak->lock()) self->shutdown();
+        },
+        grace_ms, 0);
+  }
 
  private:
   void on_data(std::string_view data) {
@@ -160,6 +191,7 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
   rpc::LineBuffer buffer_;
   Peer peer_;
   size_t queued_ = 0;
+  uv_timer_t* grace_ = nullptr;  // close_after_flush's deadline; freed in its close callback
   bool closing_ = false;
   bool close_after_write_ = false;
 };
@@ -259,6 +291,16 @@ bool ControlServer::notify(const std::weak_ptr<Connection>& conn, std::string_vi
   if (!c || c->closing()) return false;
   c->send(rpc::make_notification(method, std::move(params)));
   return !c->closing();
+}
+
+std::optional<size_t> ControlServer::backlog(const std::weak_ptr<Connection>& conn) {
+  auto c = conn.lock();
+  if (!c || c->closing()) return std::nullopt;
+  return c->backlog();
+}
+
+void ControlServer::close_after_flush(const std::weak_ptr<Connection>& conn, uint64_t grace_ms) {
+  if (auto c = conn.lock()) c->close_after_flush(grace_ms);
 }
 
 }  // namespace saga

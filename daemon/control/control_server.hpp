@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -57,6 +58,12 @@ class ControlServer {
   // Sends a notification; false when the connection is gone or was dropped as too slow.
   static bool notify(const std::weak_ptr<Connection>& conn, std::string_view method,
                      nlohmann::json params);
+  // Bytes queued for the peer and not yet taken by the kernel; nullopt when the connection is
+  // gone. Subscriptions use it to drop a peer that falls behind before the hard limit does.
+  static std::optional<size_t> backlog(const std::weak_ptr<Connection>& conn);
+  // Stops reading and closes the connection once what is queued has been written, or after
+  // `grace_ms` if the peer does not read it by then. Never blocks the loop.
+  static void close_after_flush(const std::weak_ptr<Connection>& conn, uint64_t grace_ms);
 
  private:
   friend class Connection;
