@@ -126,7 +126,7 @@ int print_remote_error(const Options& o, const saga::rpc::ClientError& error) {
   if (o.json) {
     std::cout << json{{"error", {{"code", error.code}, {"message", error.message}}}}.dump() << "\n";
   }
-  return fail(error.code == saga::rpc::kInvalidParams ? kUsage : kFailed, error.message);
+  return fail(kFailed, error.message);
 }
 
 // Calls one method; prints errors; returns the exit code, and the result through `out`.

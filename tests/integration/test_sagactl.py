@@ -1,0 +1,466 @@
+"""sagactl against a real sagad: every command in both output modes, exit codes, list
+pagination, watch (in order, ends with the instance, a stalled watcher is dropped without
+slowing the daemon), stats against a known run, the Prometheus exposition, bash completion."""
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import SAGACTL, SOURCE
+
+MIXED = """
+name: mixed
+steps:
+  - name: reserve
+    uses: testing.noop
+    compensate: {uses: testing.noop}
+  - name: charge
+    uses: testing.fail
+    with: {permanent: "${{ input.fail }}", message: "card declined"}
+    retry: {max_attempts: 1}
+"""
+
+SLOW = """
+name: slow
+steps:
+  - name: first
+    uses: testing.sleep
+    with: {ms: 300}
+  - name: second
+    uses: testing.sleep
+    with: {ms: 300}
+  - name: third
+    uses: testing.noop
+"""
+
+BIG = """
+name: big
+steps:
+  - name: a
+    uses: testing.echo
+    with: {blob: "${{ input.blob }}"}
+  - name: b
+    uses: testing.echo
+    with: {blob: "${{ input.blob }}"}
+  - name: c
+    uses: testing.echo
+    with: {blob: "${{ input.blob }}"}
+"""
+
+COMMANDS = ["ping", "start", "inspect", "list", "retry", "cancel", "watch", "workflows",
+            "plugins", "stats"]
+
+
+class Rpc:
+    """A raw JSON-RPC connection to sagad, for what sagactl does not do (pipelining, not
+    reading)."""
+
+    def __init__(self, path, rcvbuf=None):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.connect(path)
+        self.buf = b""
+        self.next_id = 1
+
+    def send(self, method, params):
+        self.sock.sendall((json.dumps({"jsonrpc": "2.0", "id": self.next_id, "method": method,
+                                       "params": params}) + "\n").encode())
+        self.next_id += 1
+
+    def read(self, timeout=30):
+        self.sock.settimeout(timeout)
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def close(self):
+        self.sock.close()
+
+
+def start_many(daemon, workflow, inputs):
+    """Starts one instance per input on one connection and waits until all have settled;
+    returns the results and the seconds it took."""
+    rpc = Rpc(daemon.socket)
+    began = time.monotonic()
+    for inp in inputs:
+        rpc.send("start", {"workflow": workflow, "input": inp, "wait": True})
+    results = [rpc.read(timeout=120) for _ in inputs]
+    took = time.monotonic() - began
+    rpc.close()
+    assert all(r and "result" in r for r in results), results[:3]
+    return results, took
+
+
+def test_help_of_every_command_has_an_example(daemon):
+    for cmd in COMMANDS:
+        r = subprocess.run([SAGACTL, cmd, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0, (cmd, r.stderr)
+        assert "Examples:" in r.stdout and f"sagactl {cmd}" in r.stdout, (cmd, r.stdout)
+    r = subprocess.run([SAGACTL, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "Exit codes" in r.stdout
+
+
+def test_exit_codes(daemon):
+    daemon.add_example("hello.yaml")
+    daemon.start()
+    assert daemon.ctl("frobnicate").returncode == 2
+    assert daemon.ctl("list", "--limit", "0").returncode == 2
+    assert daemon.ctl("list", "--state", "sleeping").returncode == 2
+    assert daemon.ctl("start", "hello", "--input", "[1]").returncode == 2
+    r = daemon.ctl("inspect", "no-such-id")
+    assert r.returncode == 1 and "no instance no-such-id" in r.stderr
+    code, doc = daemon.ctl_json("inspect", "no-such-id")
+    assert code == 1 and "no instance" in doc["error"]["message"]
+    assert daemon.ctl("watch", "no-such-id").returncode == 1
+    assert daemon.ctl("retry", "no-such-id").returncode == 1
+    r = subprocess.run([SAGACTL, "--socket", daemon.socket + ".nope", "ping"],
+                       capture_output=True, text=True)
+    assert r.returncode == 3 and "cannot reach sagad" in r.stderr
+    r = subprocess.run([SAGACTL, "--socket", daemon.socket + ".nope", "watch"],
+                       capture_output=True, text=True)
+    assert r.returncode == 3
+
+
+def test_every_command_in_both_output_modes(daemon):
+    daemon.add_example("hello.yaml")
+    daemon.add_workflow("mixed.yaml", MIXED)
+    daemon.start()
+
+    r = daemon.ctl("ping")
+    assert r.returncode == 0 and re.match(r"sagad \S+ \(pid \d+\), up \S+, state in ", r.stdout)
+    code, doc = daemon.ctl_json("ping")
+    assert code == 0 and doc["state_dir"] == daemon.state
+
+    r = daemon.ctl("start", "hello", "--id", "h-1", "--wait")
+    assert r.returncode == 0 and r.stdout.startswith("h-1\n") and "completed" in r.stdout
+    code, doc = daemon.ctl_json("start", "hello", "--id", "h-1")
+    assert code == 0 and doc == {"id": "h-1", "existing": True}
+    r = daemon.ctl("start", "mixed", "--id", "m-1", "--input", '{"fail": true}', "--wait")
+    assert r.returncode == 1 and "ended compensated" in r.stderr
+
+    r = daemon.ctl("inspect", "h-1")
+    assert r.returncode == 0
+    assert re.search(r"^state:\s+completed$", r.stdout, re.M)
+    assert re.search(r"^created:\s+\S+Z \((now|\d+s ago)\)$", r.stdout, re.M)
+    assert re.search(r"^STEP\s+STATE\s+ATTEMPTS\s+STARTED\s+TOOK", r.stdout, re.M)
+    assert "\x1b[" not in r.stdout, "no colour when stdout is not a terminal"
+    r = daemon.ctl("inspect", "m-1", "--history")
+    assert r.returncode == 0 and "instance_compensated" in r.stdout and "card declined" in r.stdout
+    doc = daemon.inspect("m-1", history=True)
+    assert doc["state"] == "compensated" and doc["history"][-1]["type"] == "instance_compensated"
+
+    r = daemon.ctl("list")
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and re.match(r"ID\s+WORKFLOW\s+STATE\s+CREATED\s+UPDATED$", lines[0])
+    assert lines[1].startswith("m-1 ") and "compensated (step_failed)" in lines[1]
+    assert lines[2].startswith("h-1 ")
+    code, doc = daemon.ctl_json("list")
+    assert [i["id"] for i in doc["instances"]] == ["m-1", "h-1"] and doc["next_cursor"] is None
+
+    r = daemon.ctl("cancel", "h-1")
+    assert r.returncode == 1 and "is completed" in r.stderr
+    r = daemon.ctl("retry", "m-1", "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["error"]["message"]
+
+    r = daemon.ctl("workflows")
+    assert r.returncode == 0 and re.search(r"^hello\s", r.stdout, re.M)
+    code, doc = daemon.ctl_json("workflows")
+    assert code == 0 and sorted(w["name"] for w in doc["workflows"]) == ["hello", "mixed"]
+    r = daemon.ctl("workflows", "show", "mixed")
+    assert r.returncode == 0 and "name: mixed" in r.stdout
+
+    r = daemon.ctl("plugins")
+    assert r.returncode == 0 and "testing.noop" in r.stdout
+    code, doc = daemon.ctl_json("plugins")
+    assert code == 0 and any(p["name"] == "testing" for p in doc["plugins"])
+
+    r = daemon.ctl("stats")
+    assert r.returncode == 0 and re.search(r"^mixed\s+1\s+0\s+1\s+0\s+0\.0%", r.stdout, re.M)
+    code, doc = daemon.ctl_json("stats")
+    assert code == 0 and doc["instances"]["completed"] == 1
+
+    # Global options before or after the command.
+    r = subprocess.run([SAGACTL, "--json", "--socket", daemon.socket, "inspect", "h-1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and json.loads(r.stdout)["id"] == "h-1"
+
+
+def test_list_filters_and_cursor_pagination(daemon):
+    daemon.add_workflow("mixed.yaml", MIXED)
+    daemon.add_example("hello.yaml")
+    daemon.start()
+    start_many(daemon, "mixed", [{"fail": False}] * 5 + [{"fail": True}] * 2)
+    start_many(daemon, "hello", [{}] * 3)
+
+    seen, cursor, pages = [], None, 0
+    while True:
+        args = ["list", "--workflow", "mixed", "--limit", "2"] + (["--cursor", cursor] if cursor else [])
+        code, doc = daemon.ctl_json(*args)
+        assert code == 0
+        pages += 1
+        seen += doc["instances"]
+        cursor = doc["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 4 and len(seen) == 7 and len({i["id"] for i in seen}) == 7
+    assert all(i["workflow"] == "mixed" for i in seen)
+    created = [i["created_at"] for i in seen]
+    assert created == sorted(created, reverse=True), "newest first"
+
+    code, doc = daemon.ctl_json("list", "--state", "compensated")
+    assert code == 0 and len(doc["instances"]) == 2
+    code, doc = daemon.ctl_json("list", "--state", "completed", "--workflow", "hello")
+    assert code == 0 and len(doc["instances"]) == 3
+
+    r = daemon.ctl("list", "--workflow", "mixed", "--limit", "3")
+    more = [l for l in r.stdout.splitlines() if l.startswith("more: ")]
+    assert len(more) == 1 and "--workflow mixed --limit 3" in more[0]
+    r2 = daemon.ctl(*more[0][len("more: sagactl "):].split())
+    assert r2.returncode == 0 and len(r2.stdout.splitlines()) >= 4
+    r = daemon.ctl("list", "--workflow", "nothing-here")
+    assert r.returncode == 0 and r.stdout == "no instances\n"
+
+
+def watch_proc(daemon, *args):
+    return subprocess.Popen([SAGACTL, "--socket", daemon.socket, "watch", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_watch_an_instance_streams_its_events_in_order_and_ends_with_it(daemon):
+    daemon.add_workflow("slow.yaml", SLOW)
+    daemon.add_workflow("mixed.yaml", MIXED)
+    daemon.start()
+    everything = watch_proc(daemon, "--json")
+    only_mixed = watch_proc(daemon, "--workflow", "mixed", "--json")
+    time.sleep(0.5)  # both subscribed
+
+    assert daemon.ctl("start", "slow", "--id", "s-1").returncode == 0
+    daemon.wait_for("s-1", lambda d: d["steps"][0]["state"] == "running")
+    # Joins in the middle: gets the history so far, then the rest live, each once.
+    w = watch_proc(daemon, "s-1", "--json")
+    out, err = w.communicate(timeout=30)
+    assert w.returncode == 0, err
+    evs = [json.loads(l) for l in out.splitlines()]
+    assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
+    assert evs[0]["type"] == "instance_started" and evs[-1]["type"] == "instance_completed"
+    assert all(e["id"] == "s-1" and e["workflow"] == "slow" for e in evs)
+    assert [e["step"] for e in evs if e["type"] == "step_succeeded"] == ["first", "second", "third"]
+    history = daemon.inspect("s-1", history=True)["history"]
+    assert len(evs) == len(history)
+    for e, h in zip(evs, history):
+        assert {k: v for k, v in e.items() if k != "id" and (k in h or k != "workflow")} == h
+
+    # A settled instance: its history, then the exit code of its final state.
+    r = daemon.ctl("start", "mixed", "--id", "m-1", "--input", '{"fail": true}', "--wait")
+    assert r.returncode == 1
+    r = daemon.ctl("watch", "m-1")
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert len(lines) == len(daemon.inspect("m-1", history=True)["history"])
+    assert re.match(r"\d\d:\d\d:\d\d\.\d{3}Z  m-1  mixed  instance_started", lines[0])
+    assert "instance_compensated" in lines[-1]
+
+    time.sleep(0.5)
+    everything.terminate()
+    only_mixed.terminate()
+    all_events = [json.loads(l) for l in everything.communicate(timeout=10)[0].splitlines()]
+    mixed_events = [json.loads(l) for l in only_mixed.communicate(timeout=10)[0].splitlines()]
+    for instance_id in ("s-1", "m-1"):
+        seqs = [e["seq"] for e in all_events if e["id"] == instance_id]
+        assert seqs == list(range(1, len(seqs) + 1)), (instance_id, seqs)
+    assert {e["id"] for e in all_events} == {"s-1", "m-1"}
+    assert {e["workflow"] for e in mixed_events} == {"mixed"}
+    assert [e["seq"] for e in mixed_events] == list(range(1, len(mixed_events) + 1))
+
+
+def test_a_stalled_watcher_does_not_slow_the_daemon_and_is_dropped(daemon):
+    daemon.add_workflow("big.yaml", BIG)
+    daemon.start()
+    blob = "x" * 20000
+    n = 60  # 60 instances x 4 events of ~20 KB: well past the 1 MiB a watcher may fall behind
+    _, baseline = start_many(daemon, "big", [{"blob": blob}] * n)
+
+    stalled = Rpc(daemon.socket, rcvbuf=4096)
+    stalled.send("watch", {})  # and never read
+    time.sleep(0.2)
+    pings = []
+
+    def ping_while_loaded():
+        began = time.monotonic()
+        assert daemon.ctl("ping").returncode == 0
+        pings.append(time.monotonic() - began)
+
+    rpc = Rpc(daemon.socket)
+    began = time.monotonic()
+    for _ in range(n):
+        rpc.send("start", {"workflow": "big", "input": {"blob": blob}, "wait": True})
+    ping_while_loaded()
+    results = [rpc.read(timeout=120) for _ in range(n)]
+    loaded = time.monotonic() - began
+    ping_while_loaded()
+    assert all(r and r["result"]["instance"]["state"] == "completed" for r in results)
+    assert loaded < baseline * 4 + 3, (loaded, baseline)
+    assert max(pings) < 5, pings
+
+    code, stats = daemon.ctl_json("stats")
+    assert stats["watchers"]["dropped"] == 1, stats["watchers"]
+    assert "dropped a watcher" in daemon.log()
+
+    # What was queued, then the notice that says why, then the end of the connection.
+    last = None
+    while True:
+        m = stalled.read(timeout=15)
+        if m is None:
+            break
+        last = m
+    assert last["method"] == "watch.dropped" and "fell behind" in last["params"]["reason"]
+    stalled.close()
+
+
+def test_stats_match_a_known_run(daemon):
+    daemon.add_workflow("mixed.yaml", MIXED)
+    daemon.start()
+    start_many(daemon, "mixed", [{"fail": False}] * 3 + [{"fail": True}] * 2)
+    code, s = daemon.ctl_json("stats")
+    assert code == 0
+    assert s["instances"]["completed"] == 3 and s["instances"]["compensated"] == 2
+    assert s["instances"]["running"] == 0 and s["instances"]["failed"] == 0
+    (w,) = s["workflows"]
+    assert (w["name"], w["started"], w["completed"], w["compensated"], w["failed"]) == \
+        ("mixed", 5, 3, 2, 0)
+    assert w["success_rate"] == pytest.approx(0.6)
+    d = w["duration_ms"]
+    assert d["count"] == 5 and 0 <= d["p50"] <= d["p90"] <= d["p99"] <= d["sum"]
+    assert s["compensations"] == 2, "one reserve undone per compensated instance"
+    assert s["retries"] == 0
+    j = s["journal"]
+    assert j["commits"] >= 1 and j["writes"] >= 5 * 3 and j["avg_batch"] >= 1
+    assert 0 <= j["commit_ms"]["p50"] <= j["commit_ms"]["p90"] <= j["commit_ms"]["p99"]
+    assert s["uptime_s"] >= 0
+
+    r = daemon.ctl("stats")
+    assert re.search(r"^mixed\s+5\s+3\s+2\s+0\s+60\.0%", r.stdout, re.M), r.stdout
+    assert "compensations run: 2" in r.stdout
+
+    r = daemon.ctl("stats", "--prometheus")
+    assert r.returncode == 0
+    samples = parse_exposition(r.stdout)
+    assert samples[("saga_instances_settled_total",
+                    (("state", "completed"), ("workflow", "mixed")))] == 3
+    assert samples[("saga_instances_settled_total",
+                    (("state", "compensated"), ("workflow", "mixed")))] == 2
+    assert samples[("saga_workflow_success_ratio", (("workflow", "mixed"),))] == pytest.approx(0.6)
+    assert samples[("saga_instance_duration_seconds_count", (("workflow", "mixed"),))] == 5
+    assert samples[("saga_compensations_total", ())] == 2
+    assert samples[("saga_journal_commits_total", ())] == j["commits"] or \
+        samples[("saga_journal_commits_total", ())] >= j["commits"]
+
+
+NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
+SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
+
+
+def parse_exposition(text):
+    """A strict reader of the Prometheus text format (0.0.4) as sagactl writes it: every family
+    has # HELP then # TYPE before its samples, once; names and labels are valid; values are
+    numbers; counters end in _total; summaries have quantile samples, _sum and _count."""
+    assert text.endswith("\n")
+    helped, typed, samples = set(), {}, {}
+    current = None
+    for line in text.splitlines():
+        assert line.strip() == line and line, repr(line)
+        if line.startswith("# HELP "):
+            name, help_text = line[7:].split(" ", 1)
+            assert NAME.match(name) and help_text and name not in helped, line
+            helped.add(name)
+            current = None
+            continue
+        if line.startswith("# TYPE "):
+            name, kind = line[7:].split(" ")
+            assert name in helped and name not in typed, line
+            assert kind in ("counter", "gauge", "summary", "histogram", "untyped"), line
+            assert name.startswith("saga_"), line
+            if kind == "counter":
+                assert name.endswith("_total"), line
+            typed[name] = kind
+            current = name
+            continue
+        assert not line.startswith("#"), line
+        m = SAMPLE.match(line)
+        assert m, line
+        name, labels_text, value = m.groups()
+        assert current is not None, f"sample before its # TYPE: {line}"
+        allowed = {current} | ({current + "_sum", current + "_count"}
+                               if typed[current] == "summary" else set())
+        assert name in allowed, line
+        labels = ()
+        if labels_text:
+            body = labels_text[1:-1]
+            pairs = LABEL.findall(body)
+            assert ",".join(f'{k}="{v}"' for k, v in pairs) == body, line
+            labels = tuple(sorted(pairs))
+            assert len({k for k, _ in pairs}) == len(pairs), line
+            if name == current and typed[current] == "summary":
+                assert "quantile" in dict(pairs), line
+        v = float(value)
+        assert not math.isnan(v), line
+        assert (name, labels) not in samples, f"duplicate sample {line}"
+        samples[(name, labels)] = v
+    assert set(helped) == set(typed)
+    return samples
+
+
+def test_prometheus_exposition_parses_with_an_empty_daemon(daemon):
+    daemon.start()
+    r = daemon.ctl("stats", "--prometheus")
+    assert r.returncode == 0
+    samples = parse_exposition(r.stdout)
+    assert ("saga_uptime_seconds", ()) in samples
+    assert samples[("saga_instances", (("state", "running"),))] == 0
+
+
+def complete(words, env=None):
+    """Runs the bash completion for `words` (the last one is completed); returns COMPREPLY."""
+    script = os.path.join(SOURCE, "ctl", "sagactl.bash")
+    quoted = " ".join("'" + w.replace("'", "'\\''") + "'" for w in words)
+    r = subprocess.run(
+        ["bash", "-c", f"source {script}; COMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1}; "
+                       "_sagactl; printf '%s\\n' \"${COMPREPLY[@]}\""],
+        capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    return sorted(l for l in r.stdout.splitlines() if l)
+
+
+def test_bash_completion(daemon):
+    daemon.add_example("hello.yaml")
+    daemon.add_workflow("mixed.yaml", MIXED)
+    daemon.start()
+    assert daemon.ctl("start", "hello", "--id", "h-1", "--wait").returncode == 0
+    ctl = [SAGACTL, "--socket", daemon.socket]
+    assert complete([SAGACTL, "st"]) == ["start", "stats"]
+    assert complete([SAGACTL, "w"]) == ["watch", "workflows"]
+    assert complete([SAGACTL, "list", "--st"]) == ["--state"]
+    assert complete([SAGACTL, "list", "--state", "compensat"]) == [
+        "compensated", "compensating", "compensation_failed"]
+    assert complete([SAGACTL, "stats", "--p"]) == ["--prometheus"]
+    assert complete([SAGACTL, "workflows", ""]) == ["list", "show", "validate"]
+    assert complete(ctl + ["start", ""]) == ["hello", "mixed"]
+    assert complete(ctl + ["workflows", "show", "m"]) == ["mixed"]
+    assert complete(ctl + ["list", "--workflow", "h"]) == ["hello"]
+    assert complete(ctl + ["inspect", ""]) == ["h-1"]
+    assert complete(ctl + ["watch", "h"]) == ["h-1"]
+    assert complete(ctl + ["inspect", "h-1", ""]) == []
+    # SAGA_SOCKET works too, and a daemon that does not answer completes nothing.
+    assert complete([SAGACTL, "cancel", ""], env=dict(os.environ, SAGA_SOCKET=daemon.socket)) == ["h-1"]
+    assert complete([SAGACTL, "--socket", "/nonexistent", "inspect", ""]) == []
