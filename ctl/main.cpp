@@ -92,6 +92,15 @@ void print_instance(const Options& o, const json& inst) {
                                                        : text_of(s["error"])});
   }
   std::cout << render_table(rows);
+  std::vector<std::vector<std::string>> outputs;
+  for (const auto& s : inst.value("steps", json::array())) {
+    const json output = s.value("output", json());
+    if (output.is_null()) continue;
+    std::string text = output.dump();
+    if (text.size() > 200) text = text.substr(0, 197) + "...";
+    outputs.push_back({"  " + text_of(s["name"]) + ":", text});
+  }
+  if (!outputs.empty()) std::cout << "\noutputs:\n" << render_table(outputs);
   if (inst.contains("history")) {
     std::cout << "\n";
     std::vector<std::vector<std::string>> hist{{"SEQ", "AT", "+", "EVENT", "STEP", "DETAIL"}};
@@ -416,8 +425,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> sched_args;
   auto* schedules = app.add_subcommand(
       "schedules",
-      "schedules with their next and last fire times; pause or resume a workflow's schedules\n\n"
-      "Example: sagactl schedules pause nightly-report");
+      "schedules with their next and last fire times; pause or resume a workflow's schedules");
+  schedules->footer(
+      example({"sagactl schedules", "sagactl schedules pause nightly-report",
+               "sagactl schedules resume nightly-report", "sagactl schedules --json"}));
   schedules->add_option("args", sched_args, "list | pause WORKFLOW | resume WORKFLOW");
 
   auto* plugins = app.add_subcommand("plugins", "loaded plugins and their step types");
@@ -583,11 +594,11 @@ int main(int argc, char** argv) {
         for (const auto& sc : result["schedules"]) {
           rows.push_back(
               {text_of(sc["workflow"]), text_of(sc["schedule"]), text_of(sc["cron"]),
-               text_of(sc["timezone"]), text_of(sc["next_fire"]), text_of(sc["last_fire"]),
-               sc.value("paused", false) ? "yes" : "no",
+               text_of(sc["timezone"]), when(o, sc.value("next_fire", json())),
+               when(o, sc.value("last_fire", json())), sc.value("paused", false) ? "yes" : "no",
                std::to_string(sc.value("skipped_overlap", 0) + sc.value("skipped_catchup", 0))});
         }
-        print_table(rows);
+        std::cout << render_table(rows);
       }
     }
   } else if (plugins->parsed()) {

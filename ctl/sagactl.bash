@@ -18,7 +18,7 @@ _sagactl() {
   local cur=${COMP_WORDS[COMP_CWORD]}
   local prev=
   ((COMP_CWORD > 0)) && prev=${COMP_WORDS[COMP_CWORD - 1]}
-  local commands="ping start inspect list retry cancel watch workflows plugins stats"
+  local commands="ping start inspect list retry cancel watch workflows schedules plugins stats"
   local states="running completed compensating compensated failed compensation_failed"
   local -a ctl=("${COMP_WORDS[0]}")
   local cmd= i word
@@ -95,6 +95,13 @@ _sagactl() {
     inspect | retry | cancel | watch)
       ((${#args[@]} == 0)) &&
         COMPREPLY=($(compgen -W "$(_sagactl_query instances "${ctl[@]}")" -- "$cur"))
+      ;;
+    schedules)
+      if ((${#args[@]} == 0)); then
+        COMPREPLY=($(compgen -W "pause resume" -- "$cur"))
+      elif ((${#args[@]} == 1)); then
+        COMPREPLY=($(compgen -W "$(_sagactl_query workflows "${ctl[@]}")" -- "$cur"))
+      fi
       ;;
     workflows)
       if ((${#args[@]} == 0)); then

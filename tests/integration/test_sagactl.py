@@ -464,3 +464,49 @@ def test_bash_completion(daemon):
     # SAGA_SOCKET works too, and a daemon that does not answer completes nothing.
     assert complete([SAGACTL, "cancel", ""], env=dict(os.environ, SAGA_SOCKET=daemon.socket)) == ["h-1"]
     assert complete([SAGACTL, "--socket", "/nonexistent", "inspect", ""]) == []
+
+
+def run_on_a_terminal(args, env):
+    """Runs sagactl with stdout on a pseudo-terminal; returns what it wrote there."""
+    import pty
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen(args, stdout=slave, stderr=subprocess.PIPE, env=env)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        p.wait(timeout=30)
+        return out.decode()
+    finally:
+        os.close(master)
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(daemon):
+    daemon.add_example("hello.yaml")
+    daemon.start()
+    assert daemon.ctl("start", "hello", "--id", "h-1", "--wait").returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    env["TERM"] = "xterm"
+    args = [SAGACTL, "--socket", daemon.socket, "list"]
+    coloured = run_on_a_terminal(args, env)
+    assert "\x1b[32mcompleted\x1b[0m" in coloured
+    assert "\x1b[" not in run_on_a_terminal(args, dict(env, NO_COLOR="1"))
+    assert "\x1b[" not in daemon.ctl("list").stdout
+
+
+def test_a_watcher_is_told_when_sagad_shuts_down(daemon):
+    daemon.start()
+    w = watch_proc(daemon)
+    time.sleep(0.5)
+    daemon.stop()
+    out, err = w.communicate(timeout=30)
+    # The notice is best effort (the socket closes right after); without it the lost
+    # connection is exit 3.
+    assert (w.returncode, "shutting down" in err) in ((1, True), (3, False)), (w.returncode, err)
