@@ -326,7 +326,7 @@ int validate(const Options& o, const std::vector<std::string>& files,
 }
 
 std::string example(std::initializer_list<const char*> lines) {
-  std::string text = "\nExamples:";
+  std::string text = "Examples:";
   for (const char* l : lines) text += std::string("\n  ") + l;
   return text;
 }
@@ -339,8 +339,8 @@ int main(int argc, char** argv) {
   app.footer(example({"sagactl start hello --input '{\"name\": \"world\"}' --wait",
                       "sagactl list --state failed", "sagactl watch ID",
                       "sagactl COMMAND --help   (every command has its own examples)"}) +
-             "\n\nExit codes: 0 success, 1 the operation failed, 2 usage error, 3 sagad cannot be "
-             "reached.");
+             "\n\nExit codes: 0 success, 1 the operation failed, 2 usage error,\n"
+             "3 sagad cannot be reached.");
   app.require_subcommand(1);
   app.fallthrough();
   app.add_option("--socket", o.socket,
@@ -407,9 +407,9 @@ int main(int argc, char** argv) {
                "sagactl watch --workflow hello     one workflow's instances",
                "sagactl watch ID                   one instance, from its first event",
                "sagactl watch ID --json            one JSON object per line"}) +
-      "\n\nWatching one instance replays its history first and ends when the instance settles "
-      "(as start --wait): exit 0 if it completed, 1 otherwise. sagad drops a watcher that falls "
-      "behind (exit 1, with the reason); exit 3 if the connection is lost.");
+      "\n\nWatching one instance replays its history first and ends when the instance\n"
+      "settles (as start --wait): exit 0 if it completed, 1 otherwise. sagad drops a\n"
+      "watcher that falls behind (exit 1, with the reason); exit 3 if the connection is lost.");
   watch_cmd->add_option("id", watch_id, "instance id (default: every instance)");
   watch_cmd->add_option("--workflow", watch_workflow, "only instances of this workflow");
 
