@@ -1,0 +1,130 @@
+#include "control/control_server.hpp"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+using namespace saga;
+using json = nlohmann::json;
+
+namespace {
+
+// A ControlServer on its own loop thread. On "flood" it answers, then sends notifications
+// until its backlog for the caller passes 256 KiB, then a "bye" notification, and closes the
+// connection once that is written or after 300 ms, as a watch that falls behind is dropped.
+class FloodServer {
+ public:
+  FloodServer() {
+    char dir[] = "/tmp/saga-control-test-XXXXXX";
+    REQUIRE(::mkdtemp(dir));
+    dir_ = dir;
+    path_ = dir_ + "/s.sock";
+    thread_ = std::thread([this] { run(); });
+    while (!ready_) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ~FloodServer() {
+    uv_async_send(stop_);
+    thread_.join();
+    std::filesystem::remove_all(dir_);
+  }
+  const std::string& path() const { return path_; }
+  size_t peak_backlog() const { return peak_; }
+
+ private:
+  void run() {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    ControlServer server(&loop, [this](ControlServer::Call call) {
+      ControlServer::reply(call.conn, call.id, json::object());
+      std::string blob(64 << 10, 'x');
+      while (ControlServer::backlog(call.conn).value_or(SIZE_MAX) <= (256u << 10)) {
+        ControlServer::notify(call.conn, "data", {{"blob", blob}});
+      }
+      peak_ = ControlServer::backlog(call.conn).value_or(0);
+      ControlServer::notify(call.conn, "bye", json::object());
+      ControlServer::close_after_flush(call.conn, 300);
+    });
+    if (!server.listen(path_)) std::abort();  // Catch2 assertions belong to the test's thread
+    stop_ = new uv_async_t;
+    stop_->data = &server;
+    uv_async_init(&loop, stop_, [](uv_async_t* a) {
+      static_cast<ControlServer*>(a->data)->close();
+      uv_close(reinterpret_cast<uv_handle_t*>(a),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
+    });
+    ready_ = true;
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+  }
+
+  std::string dir_, path_;
+  std::thread thread_;
+  uv_async_t* stop_ = nullptr;
+  std::atomic<bool> ready_{false};
+  std::atomic<size_t> peak_{0};
+};
+
+int connect_to(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  int small = 4096;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  std::string request = R"({"jsonrpc":"2.0","id":1,"method":"flood"})"
+                        "\n";
+  REQUIRE(::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size()));
+  return fd;
+}
+
+// Everything the server sent until it closed the connection.
+std::string read_to_eof(int fd) {
+  std::string all;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    all.append(buf, static_cast<size_t>(n));
+  }
+  return all;
+}
+
+std::string last_line(const std::string& text) {
+  if (text.empty()) return {};
+  size_t end = text.back() == '\n' ? text.size() - 1 : text.size();
+  size_t start = text.rfind('\n', end - 1);
+  return text.substr(start == std::string::npos ? 0 : start + 1, end - (start + 1));
+}
+
+}  // namespace
+
+TEST_CASE("a peer that reads gets what was queued and the last word, then the end") {
+  FloodServer server;
+  int fd = connect_to(server.path());
+  std::string all = read_to_eof(fd);
+  ::close(fd);
+  CHECK(server.peak_backlog() > (256u << 10));
+  auto bye = json::parse(last_line(all), nullptr, false);
+  REQUIRE(bye.is_object());
+  CHECK(bye.value("method", "") == "bye");
+}
+
+TEST_CASE("a peer that does not read is cut off after the grace period") {
+  FloodServer server;
+  int fd = connect_to(server.path());
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));  // past the 300 ms grace
+  auto began = std::chrono::steady_clock::now();
+  std::string all = read_to_eof(fd);  // what the kernel held, then EOF: no hang
+  ::close(fd);
+  CHECK(std::chrono::steady_clock::now() - began < std::chrono::seconds(5));
+  CHECK(all.find("\"bye\"") == std::string::npos);
+}
