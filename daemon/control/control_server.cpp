@@ -71,7 +71,8 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
     if (closing_) return;
     line += '\n';
     auto* text = new std::string(std::move(line));
-    if (queued_ + text->size() > kMaxQueuedBytes) {
+    // What the kernel took already does not count: a burst to a peer that keeps reading is fine.
+    if (backlog() + text->size() > kMaxQueuedBytes) {
       delete text;
       spdlog::warn("control: a client that does not read its replies was disconnected");
       shutdown();

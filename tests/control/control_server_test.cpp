@@ -19,10 +19,10 @@ namespace {
 
 // A ControlServer on its own loop thread. On "flood" it answers, then sends notifications
 // until its backlog for the caller passes 256 KiB, then a "bye" notification, and closes the
-// connection once that is written or after 300 ms, as a watch that falls behind is dropped.
+// connection once that is written or after `grace_ms`, as a watch that falls behind is dropped.
 class FloodServer {
  public:
-  FloodServer() {
+  explicit FloodServer(uint64_t grace_ms) : grace_ms_(grace_ms) {
     char dir[] = "/tmp/saga-control-test-XXXXXX";
     REQUIRE(::mkdtemp(dir));
     dir_ = dir;
@@ -50,7 +50,7 @@ class FloodServer {
       }
       peak_ = ControlServer::backlog(call.conn).value_or(0);
       ControlServer::notify(call.conn, "bye", json::object());
-      ControlServer::close_after_flush(call.conn, 300);
+      ControlServer::close_after_flush(call.conn, grace_ms_);
     });
     if (!server.listen(path_)) std::abort();  // Catch2 assertions belong to the test's thread
     stop_ = new uv_async_t;
@@ -65,6 +65,7 @@ class FloodServer {
     uv_loop_close(&loop);
   }
 
+  uint64_t grace_ms_;
   std::string dir_, path_;
   std::thread thread_;
   uv_async_t* stop_ = nullptr;
@@ -108,7 +109,7 @@ std::string last_line(const std::string& text) {
 }  // namespace
 
 TEST_CASE("a peer that reads gets what was queued and the last word, then the end") {
-  FloodServer server;
+  FloodServer server(10'000);  // plenty of time to read it all, even under sanitizers
   int fd = connect_to(server.path());
   std::string all = read_to_eof(fd);
   ::close(fd);
@@ -119,7 +120,7 @@ TEST_CASE("a peer that reads gets what was queued and the last word, then the en
 }
 
 TEST_CASE("a peer that does not read is cut off after the grace period") {
-  FloodServer server;
+  FloodServer server(300);
   int fd = connect_to(server.path());
   std::this_thread::sleep_for(std::chrono::milliseconds(800));  // past the 300 ms grace
   auto began = std::chrono::steady_clock::now();
