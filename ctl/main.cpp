@@ -66,6 +66,12 @@ std::string event_detail(const Options& o, const json& e) {
   return detail;
 }
 
+// Long JSON cut for a terminal line; --json has it whole.
+std::string clip(std::string text) {
+  if (text.size() > 200) text = text.substr(0, 197) + "...";
+  return text;
+}
+
 void print_instance(const Options& o, const json& inst) {
   std::string state = paint_state(text_of(inst["state"]), o.color);
   if (!inst["cause"].is_null()) state += " (cause " + text_of(inst["cause"]) + ")";
@@ -75,7 +81,7 @@ void print_instance(const Options& o, const json& inst) {
             << "state:     " << state << "\n"
             << "created:   " << when(o, inst["created_at"]) << "\n"
             << "updated:   " << when(o, inst["updated_at"]) << "\n"
-            << "input:     " << inst.value("input", json::object()).dump() << "\n\n";
+            << "input:     " << clip(inst.value("input", json::object()).dump()) << "\n\n";
   std::vector<std::vector<std::string>> rows{
       {"STEP", "STATE", "ATTEMPTS", "STARTED", "TOOK", "COMPENSATION", "ERROR"}};
   for (const auto& s : inst.value("steps", json::array())) {
@@ -96,9 +102,7 @@ void print_instance(const Options& o, const json& inst) {
   for (const auto& s : inst.value("steps", json::array())) {
     const json output = s.value("output", json());
     if (output.is_null()) continue;
-    std::string text = output.dump();
-    if (text.size() > 200) text = text.substr(0, 197) + "...";
-    outputs.push_back({"  " + text_of(s["name"]) + ":", text});
+    outputs.push_back({"  " + text_of(s["name"]) + ":", clip(output.dump())});
   }
   if (!outputs.empty()) std::cout << "\noutputs:\n" << render_table(outputs);
   if (inst.contains("history")) {
