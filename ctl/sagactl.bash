@@ -98,8 +98,8 @@ _sagactl() {
       ;;
     schedules)
       if ((${#args[@]} == 0)); then
-        COMPREPLY=($(compgen -W "pause resume" -- "$cur"))
-      elif ((${#args[@]} == 1)); then
+        COMPREPLY=($(compgen -W "list pause resume" -- "$cur"))
+      elif [[ ${args[0]} != list && ${#args[@]} == 1 ]]; then
         COMPREPLY=($(compgen -W "$(_sagactl_query workflows "${ctl[@]}")" -- "$cur"))
       fi
       ;;

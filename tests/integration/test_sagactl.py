@@ -53,7 +53,7 @@ steps:
 """
 
 COMMANDS = ["ping", "start", "inspect", "list", "retry", "cancel", "watch", "workflows",
-            "plugins", "stats"]
+            "schedules", "plugins", "stats"]
 
 
 class Rpc:
@@ -455,6 +455,9 @@ def test_bash_completion(daemon):
         "compensated", "compensating", "compensation_failed"]
     assert complete([SAGACTL, "stats", "--p"]) == ["--prometheus"]
     assert complete([SAGACTL, "workflows", ""]) == ["list", "show", "validate"]
+    assert complete([SAGACTL, "schedules", ""]) == ["list", "pause", "resume"]
+    assert complete(ctl + ["schedules", "pause", "h"]) == ["hello"]
+    assert complete(ctl + ["schedules", "list", ""]) == []
     assert complete(ctl + ["start", ""]) == ["hello", "mixed"]
     assert complete(ctl + ["workflows", "show", "m"]) == ["mixed"]
     assert complete(ctl + ["list", "--workflow", "h"]) == ["hello"]
