@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -1401,6 +1402,10 @@ void Daemon::finish_drain() {
 }
 
 int Daemon::run() {
+  // A client that hangs up while its replies are being written must cost an EPIPE on that
+  // connection, not the process. Children get default dispositions back (the exec plugin
+  // resets them when it spawns).
+  std::signal(SIGPIPE, SIG_IGN);
   if (auto opened = open(); !opened) {
     spdlog::critical("{}", opened.error().message);
     return 1;

@@ -513,3 +513,17 @@ def test_a_watcher_is_told_when_sagad_shuts_down(daemon):
     # The notice is best effort (the socket closes right after); without it the lost
     # connection is exit 3.
     assert (w.returncode, "shutting down" in err) in ((1, True), (3, False)), (w.returncode, err)
+
+
+def test_a_client_that_hangs_up_with_replies_unread_does_not_take_sagad_down(daemon):
+    daemon.add_workflow("big.yaml", BIG)
+    daemon.start()
+    stalled = [Rpc(daemon.socket, rcvbuf=4096) for _ in range(2)]
+    for s in stalled:
+        s.send("watch", {})
+    start_many(daemon, "big", [{"blob": "x" * 30000}] * 40)
+    for s in stalled:
+        s.close()  # with a megabyte still queued for each
+    results, _ = start_many(daemon, "big", [{"blob": "y"}] * 5)
+    assert daemon.proc.poll() is None, daemon.log()
+    assert daemon.ctl("ping").returncode == 0
