@@ -43,20 +43,7 @@ std::optional<EventType> parse_event_type(std::string_view s) {
 }
 
 json event_to_json(const Event& e) {
-  json j = {{"seq", e.seq}, {"at", format_rfc3339(e.at)}, {"type", to_string(e.type)}};
-  if (!e.step.empty()) j["step"] = e.step;
-  if (e.attempt != 0) j["attempt"] = e.attempt;
-  if (e.type == EventType::step_succeeded) j["output"] = e.output;
-  if (!e.error.empty()) j["error"] = e.error;
-  if (e.retry_at) j["retry_at"] = format_rfc3339(*e.retry_at);
-  if (!e.cause.empty()) j["cause"] = e.cause;
-  if (!e.reason.empty()) j["reason"] = e.reason;
-  if (!e.input.is_null()) j["input"] = e.input;
-  if (!e.workflow.empty()) j["workflow"] = e.workflow;
-  if (!e.version.empty()) j["version"] = e.version;
-  if (e.deadline) j["deadline"] = format_rfc3339(*e.deadline);
-  if (e.uid) j["uid"] = *e.uid;
-  return j;
+  return json::parse(event_json_text(e));
 }
 
 std::string event_json_text(const Event& e) {

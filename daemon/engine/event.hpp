@@ -52,9 +52,9 @@ struct Event {
 };
 
 // The history shape: {"seq", "at", "type", ...} with only the fields the type uses.
-json event_to_json(const Event& e);
-// The same object as JSON text, written without building the tree.
+// As JSON text, written without building a tree first: what the journal stores.
 std::string event_json_text(const Event& e);
+json event_to_json(const Event& e);
 Event event_from_json(const json& j);  // throws nlohmann::json::exception when malformed
 
 }  // namespace saga

@@ -83,52 +83,6 @@ bool is_settled(InstanceState s) {
 
 namespace {
 
-json optional_time(const std::optional<TimePoint>& t) {
-  return t ? json(format_rfc3339(*t)) : json(nullptr);
-}
-
-json optional_text(const std::string& s) {
-  return s.empty() ? json(nullptr) : json(s);
-}
-
-}  // namespace
-
-json instance_to_json(const Definition& def, const Instance& inst) {
-  json steps = json::array();
-  for (size_t i = 0; i < inst.steps.size() && i < def.steps.size(); ++i) {
-    const StepRun& s = inst.steps[i];
-    json step = {
-        {"name", def.steps[i].name},
-        {"state", to_string(s.state)},
-        {"attempts", s.run.attempts},
-        {"output", s.output},
-        {"error", optional_text(s.run.error)},
-        {"started_at", optional_time(s.started_at)},
-        {"ended_at", optional_time(s.ended_at)},
-        {"compensation",
-         {{"state", to_string(s.compensation)},
-          {"attempts", s.comp.attempts},
-          {"error", optional_text(s.comp.error)}}},
-    };
-    if (s.run.retry_at) step["next_attempt_at"] = format_rfc3339(*s.run.retry_at);
-    if (s.comp.retry_at) step["compensation"]["next_attempt_at"] = format_rfc3339(*s.comp.retry_at);
-    steps.push_back(std::move(step));
-  }
-  return {
-      {"id", inst.id},
-      {"workflow", inst.workflow},
-      {"version", inst.version},
-      {"state", to_string(inst.state)},
-      {"cause", optional_text(inst.cause)},
-      {"input", inst.input},
-      {"created_at", format_rfc3339(inst.created_at)},
-      {"updated_at", format_rfc3339(inst.updated_at)},
-      {"steps", std::move(steps)},
-  };
-}
-
-namespace {
-
 void optional_time(JsonText& w, const std::optional<TimePoint>& t) {
   if (t) {
     w.string(format_rfc3339(*t));
@@ -188,6 +142,10 @@ std::string instance_json_text(const Definition& def, const Instance& inst) {
   w.end_array();
   w.end_object();
   return out;
+}
+
+json instance_to_json(const Definition& def, const Instance& inst) {
+  return json::parse(instance_json_text(def, inst));
 }
 
 }  // namespace saga

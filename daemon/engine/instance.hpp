@@ -80,9 +80,8 @@ struct Instance {
 };
 
 // The --json shape of DESIGN §7: {"id", "workflow", "version", "state", "cause", ...}.
-json instance_to_json(const Definition& def, const Instance& inst);
-// The same object as JSON text, written without building the tree: what every transition
-// journals.
+// As JSON text, written without building a tree first: what every transition journals.
 std::string instance_json_text(const Definition& def, const Instance& inst);
+json instance_to_json(const Definition& def, const Instance& inst);
 
 }  // namespace saga
