@@ -7,20 +7,6 @@
 namespace saga {
 namespace {
 
-struct Unit {
-  std::string_view suffix;
-  int64_t ms;
-};
-
-// Largest first: a duration lists its units in this order, each at most once.
-constexpr std::array<Unit, 5> kUnits{{
-    {"d", 86'400'000},
-    {"h", 3'600'000},
-    {"m", 60'000},
-    {"s", 1'000},
-    {"ms", 1},
-}};
-
 bool is_digit(char c) {
   return c >= '0' && c <= '9';
 }
@@ -138,42 +124,6 @@ std::optional<TimePoint> parse_rfc3339(std::string_view text) {
   return t;
 }
 
-std::optional<Millis> parse_duration(std::string_view text) {
-  if (text.empty()) return std::nullopt;
-  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
-  int64_t total = 0;
-  size_t next_unit = 0;  // index into kUnits of the smallest unit still allowed
-  size_t pos = 0;
-  while (pos < text.size()) {
-    if (!is_digit(text[pos])) return std::nullopt;
-    int64_t number = 0;
-    while (pos < text.size() && is_digit(text[pos])) {
-      const int digit = text[pos] - '0';
-      if (number > (kMax - digit) / 10) return std::nullopt;
-      number = number * 10 + digit;
-      ++pos;
-    }
-    const std::string_view rest = text.substr(pos);
-    // "ms" before "m": the longer suffix wins when both match.
-    std::optional<size_t> unit;
-    for (size_t i = 0; i < kUnits.size(); ++i) {
-      if (rest.starts_with(kUnits[i].suffix) &&
-          (!unit || kUnits[i].suffix.size() > kUnits[*unit].suffix.size())) {
-        unit = i;
-      }
-    }
-    if (!unit || *unit < next_unit) return std::nullopt;
-    pos += kUnits[*unit].suffix.size();
-    next_unit = *unit + 1;
-    const int64_t unit_ms = kUnits[*unit].ms;
-    if (number > kMax / unit_ms) return std::nullopt;
-    const int64_t part = number * unit_ms;
-    if (total > kMax - part) return std::nullopt;
-    total += part;
-  }
-  return Millis{total};
-}
-
 std::string format_duration(Millis d) {
   int64_t count = d.count();
   if (count == 0) return "0s";
@@ -184,7 +134,7 @@ std::string format_duration(Millis d) {
     out += '-';
     rest = ~rest + 1;
   }
-  for (const Unit& u : kUnits) {
+  for (const DurationUnit& u : kDurationUnits) {
     const uint64_t n = rest / static_cast<uint64_t>(u.ms);
     if (n == 0) continue;
     rest -= n * static_cast<uint64_t>(u.ms);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <saga/duration.hpp>
 #include <string>
 #include <string_view>
 
@@ -27,9 +28,8 @@ inline TimePoint from_unix_ms(int64_t ms) {
 std::string format_rfc3339(TimePoint t);
 std::optional<TimePoint> parse_rfc3339(std::string_view text);
 
-// "250ms", "10s", "5m", "1h30m", "2d": a number and a unit, combinable. nullopt if malformed.
-std::optional<Millis> parse_duration(std::string_view text);
-// The shortest such text for a duration ("1h30m", "250ms", "0s").
+// parse_duration (saga/duration.hpp) reads "250ms", "10s", "1h30m", "2d". The shortest such text
+// for a duration ("1h30m", "250ms", "0s").
 std::string format_duration(Millis d);
 
 }  // namespace saga

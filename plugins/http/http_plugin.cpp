@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <saga/duration.hpp>
 #include <saga/step.hpp>
 #include <string>
 #include <string_view>
@@ -53,49 +54,6 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
   return s;
-}
-
-// The same duration syntax as everywhere in a workflow: "250ms", "10s", "1h30m", "2d".
-std::optional<Millis> parse_duration(std::string_view text) {
-  struct Unit {
-    std::string_view suffix;
-    int64_t ms;
-  };
-  // Largest first: units must appear in this order, each at most once.
-  static constexpr std::array<Unit, 5> kUnits{
-      {{"d", 86'400'000}, {"h", 3'600'000}, {"m", 60'000}, {"s", 1'000}, {"ms", 1}}};
-  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
-  if (text.empty()) return std::nullopt;
-  int64_t total = 0;
-  size_t next_unit = 0;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    if (!std::isdigit(static_cast<unsigned char>(text[pos]))) return std::nullopt;
-    int64_t number = 0;
-    while (pos < text.size() && std::isdigit(static_cast<unsigned char>(text[pos]))) {
-      const int digit = text[pos] - '0';
-      if (number > (kMax - digit) / 10) return std::nullopt;
-      number = number * 10 + digit;
-      ++pos;
-    }
-    const std::string_view rest = text.substr(pos);
-    std::optional<size_t> unit;
-    for (size_t i = 0; i < kUnits.size(); ++i) {
-      // "ms" before "m": the longer suffix wins when both match.
-      if (rest.starts_with(kUnits[i].suffix) &&
-          (!unit || kUnits[i].suffix.size() > kUnits[*unit].suffix.size())) {
-        unit = i;
-      }
-    }
-    if (!unit || *unit < next_unit) return std::nullopt;
-    pos += kUnits[*unit].suffix.size();
-    next_unit = *unit + 1;
-    if (number > kMax / kUnits[*unit].ms) return std::nullopt;
-    const int64_t part = number * kUnits[*unit].ms;
-    if (total > kMax - part) return std::nullopt;
-    total += part;
-  }
-  return Millis(total);
 }
 
 std::string format_duration(Millis d) {
@@ -206,7 +164,7 @@ std::expected<Request, std::string> parse_request(const json& params) {
 
   if (const json* timeout = field("timeout")) {
     const std::optional<Millis> parsed =
-        timeout->is_string() ? parse_duration(timeout->get_ref<const std::string&>())
+        timeout->is_string() ? saga::parse_duration(timeout->get_ref<const std::string&>())
                              : std::nullopt;
     if (!parsed || *parsed <= 0ms) {
       return std::unexpected("`timeout` must be a positive duration such as 10s or 250ms");
