@@ -61,9 +61,6 @@ class Journal {
   virtual Result<std::optional<std::string>> load_state(const std::string& id) = 0;
   // Every event JSON of an instance, in seq order.
   virtual Result<std::vector<std::string>> load_history(const std::string& id) = 0;
-  // Calls `fn(id, state JSON)` for every instance not yet terminal.
-  virtual Result<void> scan_active(
-      const std::function<void(const std::string& id, const std::string& state)>& fn) = 0;
   // Calls `fn(id, events)` with the whole history (event JSON, in seq order) of every instance
   // not yet terminal, in id order, from one point in time: what recovery replays.
   virtual Result<void> scan_active_histories(

@@ -325,22 +325,6 @@ class RocksDbJournal final : public Journal {
     return events;
   }
 
-  Result<void> scan_active(
-      const std::function<void(const std::string&, const std::string&)>& fn) override {
-    rocksdb::ManagedSnapshot snapshot(db_.get());
-    rocksdb::ReadOptions options;
-    options.snapshot = snapshot.snapshot();
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, cfs_[kActive]));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      std::string id = it->key().ToString();
-      auto state = get(options, kInstances, id);
-      if (!state) return std::unexpected(state.error());
-      if (*state) fn(id, **state);
-    }
-    if (!it->status().ok()) return storage_error(dir_, "scanning active instances", it->status());
-    return {};
-  }
-
   Result<void> scan_active_histories(
       const std::function<void(const std::string&, std::vector<std::string>&)>& fn) override {
     rocksdb::ManagedSnapshot snapshot(db_.get());

@@ -69,7 +69,8 @@ void commit_ok(Journal& j, const CommitBatch& batch) {
 
 std::vector<std::string> active_ids(Journal& j) {
   std::vector<std::string> ids;
-  auto r = j.scan_active([&](const std::string& id, const std::string&) { ids.push_back(id); });
+  auto r = j.scan_active_histories(
+      [&](const std::string& id, std::vector<std::string>&) { ids.push_back(id); });
   REQUIRE(r.has_value());
   std::sort(ids.begin(), ids.end());
   return ids;
@@ -174,13 +175,13 @@ TEST_CASE("committed state, history and active set survive a reopen") {
   CHECK(j->load_state("b")->value() == state_json("b", "completed"));
   CHECK_FALSE(j->load_state("zzz")->has_value());
 
-  std::vector<std::pair<std::string, std::string>> active;
-  REQUIRE(j->scan_active([&](const std::string& id, const std::string& state) {
-             active.emplace_back(id, state);
+  std::vector<std::pair<std::string, std::vector<std::string>>> active;
+  REQUIRE(j->scan_active_histories([&](const std::string& id, std::vector<std::string>& events) {
+             active.emplace_back(id, events);
            }).has_value());
   REQUIRE(active.size() == 1);
   CHECK(active[0].first == "a");
-  CHECK(active[0].second == state_json("a", "running"));
+  CHECK(active[0].second == std::vector<std::string>{event_json(1), event_json(2)});
 }
 
 TEST_CASE(
@@ -636,7 +637,9 @@ TEST_CASE("commits from a writer thread while another thread reads") {
         bool done = s.find("completed") != std::string::npos;
         if (!history || history->size() < (done ? 5u : 3u)) ++torn;
       }
-      if (!j->scan_active([](const std::string&, const std::string&) {})) ++errors;
+      if (!j->scan_active_histories([](const std::string&, std::vector<std::string>&) {})) {
+        ++errors;
+      }
       ++reads;
     }
   });

@@ -32,10 +32,6 @@ class SlowJournal : public Journal {
   Result<std::vector<std::string>> load_history(const std::string&) override {
     return std::vector<std::string>{};
   }
-  Result<void> scan_active(
-      const std::function<void(const std::string&, const std::string&)>&) override {
-    return {};
-  }
   Result<void> scan_active_histories(
       const std::function<void(const std::string&, std::vector<std::string>&)>&) override {
     return {};
