@@ -191,6 +191,8 @@ class Daemon final : private ScheduleHost {
   bool send_event(Watch& w, const std::string& id, const std::string& workflow, const json& event);
   void drop_watch(Watch& w, const std::string& why);
   Live* find_live(const std::string& id);
+  // A new in-memory instance `id` of `def`, not yet started or replayed.
+  Live& add_live(const std::string& id, DefinitionPtr def);
 
   // Timers.
   Timers::iterator add_timer(TimePoint at, TimerEntry entry);
@@ -425,11 +427,8 @@ void Daemon::recover_instances() {
         spdlog::error("recovery: instance {} {}", r.id, r.error);
         continue;
       }
-      auto live = std::make_unique<Live>();
-      live->def = r.def;
-      live->inst = std::move(r.inst);
-      Live& ref = *live;
-      live_[r.id] = std::move(live);
+      Live& ref = add_live(r.id, r.def);
+      ref.inst = std::move(r.inst);
       commit(ref, recover(*ref.def, ref.inst, now_ms()), false);
       ++resumed;
     }
@@ -450,6 +449,13 @@ void Daemon::recover_instances() {
                                                                   started)
                 .count();
   spdlog::info("recovery: resumed {} instances in {} ms", resumed, ms);
+}
+
+Live& Daemon::add_live(const std::string& id, DefinitionPtr def) {
+  auto& slot = live_[id];
+  slot = std::make_unique<Live>();
+  slot->def = std::move(def);
+  return *slot;
 }
 
 Live* Daemon::find_live(const std::string& id) {
@@ -913,10 +919,7 @@ void Daemon::handle_start(ControlServer::Call& call) {
     return reply_invalid(call, "workflow " + def->name + " needs input keys: " + list);
   }
   std::string instance_id = id ? *id : new_instance_id();
-  auto owned = std::make_unique<Live>();
-  owned->def = def;
-  Live& live = *owned;
-  live_[instance_id] = std::move(owned);
+  Live& live = add_live(instance_id, def);
   if (wait) live.waiters.push_back({call.conn, call.id});
   Transition t = start(*def, live.inst, instance_id, std::move(input), call.peer.uid, now_ms());
   std::optional<uint64_t> token;
@@ -1276,10 +1279,7 @@ bool Daemon::start_fire(const DefinitionPtr& def, const std::string& id, json in
     return false;
   }
   if (*stored) return false;
-  auto owned = std::make_unique<Live>();
-  owned->def = def;
-  Live& live = *owned;
-  live_[id] = std::move(owned);
+  Live& live = add_live(id, def);
   commit(live, start(*def, live.inst, id, std::move(input), std::nullopt, now_ms()), true);
   return true;
 }
