@@ -175,13 +175,11 @@ int main(int argc, char** argv) {
   errors = 0;
   std::vector<double> latencies;
   latencies.reserve(count);
-  auto journal_counts = [&probe]() -> std::pair<double, double> {
+  auto journal_of = [&probe]() {
     auto s = probe->call("stats");
-    if (!s) return {0, 0};
-    json j = (*s).value("journal", json::object());
-    return {j.value("commits", 0.0), j.value("writes", 0.0)};
+    return s ? (*s).value("journal", json::object()) : json::object();
   };
-  auto [commits_before, writes_before] = journal_counts();
+  const json journal_before = journal_of();
   auto cpu_before = pid > 0 ? cpu_ticks_by_role(pid) : std::map<std::string, uint64_t>{};
   auto t0 = Clock::now();
   run(count, &latencies);
@@ -202,14 +200,11 @@ int main(int argc, char** argv) {
   long rss = pid > 0 ? rss_kib(pid) : -1;
   std::sort(latencies.begin(), latencies.end());
 
-  auto [commits_after, writes_after] = journal_counts();
+  const json journal = journal_of();
   // Transitions per commit during the measured run (the daemon's own figure is since it started).
-  double run_batch = commits_after > commits_before
-                         ? (writes_after - writes_before) / (commits_after - commits_before)
-                         : 0.0;
-  json stats = json::object();
-  if (auto s = probe->call("stats")) stats = *s;
-  json journal = stats.value("journal", json::object());
+  const double commits = journal.value("commits", 0.0) - journal_before.value("commits", 0.0);
+  const double writes = journal.value("writes", 0.0) - journal_before.value("writes", 0.0);
+  const double run_batch = commits > 0 ? writes / commits : 0.0;
 
   json result = {
       {"workflow", workflow},
