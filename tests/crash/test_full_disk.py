@@ -5,9 +5,7 @@ The state directory is a small tmpfs, filled up while instances run. Mounting ne
 test is skipped, saying so, where it cannot mount.
 """
 import errno
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +13,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-from conftest import Daemon  # noqa: E402
+from conftest import Daemon, Rpc  # noqa: E402
 
 WORKFLOW = """
 name: bulky
@@ -25,28 +23,6 @@ steps:
   - {name: c, uses: testing.noop}
 """
 BLOB = "x" * 4000  # every record of an instance carries it: the disk fills in a few hundred
-
-
-class Rpc:
-    """A JSON-RPC connection to sagad's socket: quicker than a sagactl process per start."""
-
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(30)
-        self.sock.connect(path)
-        self.buf = b""
-        self.next_id = 0
-
-    def call(self, method, params):
-        self.next_id += 1
-        msg = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            assert chunk, "sagad closed the connection"
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
 
 
 def fill(path):

@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -103,6 +104,44 @@ class Daemon:
                 self.proc.kill()
                 raise
         return self.proc.returncode if self.proc else None
+
+
+class Rpc:
+    """A raw JSON-RPC connection to sagad, for what sagactl does not do (pipelining, not
+    reading)."""
+
+    def __init__(self, path, rcvbuf=None):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.connect(path)
+        self.buf = b""
+        self.next_id = 1
+
+    def send(self, method, params):
+        self.sock.sendall((json.dumps({"jsonrpc": "2.0", "id": self.next_id, "method": method,
+                                       "params": params}) + "\n").encode())
+        self.next_id += 1
+
+    def read(self, timeout=30):
+        self.sock.settimeout(timeout)
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def call(self, method, params):
+        """Sends one request and returns its answer."""
+        self.send(method, params)
+        answer = self.read()
+        assert answer is not None, "sagad closed the connection"
+        return answer
+
+    def close(self):
+        self.sock.close()
 
 
 @pytest.fixture

@@ -5,13 +5,12 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import SAGACTL, SOURCE
+from conftest import SAGACTL, SOURCE, Rpc
 
 MIXED = """
 name: mixed
@@ -54,37 +53,6 @@ steps:
 
 COMMANDS = ["ping", "start", "inspect", "list", "retry", "cancel", "watch", "workflows",
             "schedules", "plugins", "stats"]
-
-
-class Rpc:
-    """A raw JSON-RPC connection to sagad, for what sagactl does not do (pipelining, not
-    reading)."""
-
-    def __init__(self, path, rcvbuf=None):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.connect(path)
-        self.buf = b""
-        self.next_id = 1
-
-    def send(self, method, params):
-        self.sock.sendall((json.dumps({"jsonrpc": "2.0", "id": self.next_id, "method": method,
-                                       "params": params}) + "\n").encode())
-        self.next_id += 1
-
-    def read(self, timeout=30):
-        self.sock.settimeout(timeout)
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                return None
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def close(self):
-        self.sock.close()
 
 
 def start_many(daemon, workflow, inputs):
