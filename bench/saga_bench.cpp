@@ -2,24 +2,27 @@
 //
 // C clients, each on its own connection, take the next index, start one instance with
 // `wait: true` and record the latency from the start call to the result, until N instances
-// have been started (the same loop as ../shared/peers/common/bench.mjs).
+// have been started (the same loop as ../shared/peers/common/bench.mjs). All C connections run
+// on one libuv loop in one thread, so that the load generator takes little of the CPU it
+// shares with sagad; its own CPU per instance is reported beside sagad's.
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <mutex>
+#include <memory>
 #include <sstream>
 #include <string>
-#include <thread>
+#include <string_view>
 #include <vector>
 
+#include <sys/resource.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "control/client.hpp"
 
@@ -83,6 +86,195 @@ std::string cpu_breakdown(const json& cpu_us) {
   return parts.empty() ? text : text + " (" + parts + ")";
 }
 
+// What a reply says, read without building a tree: `result.instance.state` (absent for a start
+// that does not wait) and `error.message`.
+class ReplyReader : public nlohmann::json_sax<json> {
+ public:
+  bool has_result = false;
+  std::string state;
+  std::string error;
+
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool string(string_t& value) override {
+    if (at({"result", "instance", "state"})) state = value;
+    if (at({"error", "message"})) error = value;
+    return true;
+  }
+  bool start_object(std::size_t) override {
+    if (at({"result"})) has_result = true;
+    path_.emplace_back();
+    return true;
+  }
+  bool key(string_t& name) override {
+    path_.back() = name;
+    return true;
+  }
+  bool end_object() override {
+    path_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    if (at({"result"})) has_result = true;
+    path_.emplace_back("[");  // no key inside an array matches a path below
+    return true;
+  }
+  bool end_array() override {
+    path_.pop_back();
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    error = std::string("unreadable reply: ") + e.what();
+    return false;
+  }
+
+ private:
+  bool at(std::initializer_list<std::string_view> keys) const {
+    if (path_.size() != keys.size()) return false;
+    return std::equal(keys.begin(), keys.end(), path_.begin());
+  }
+  std::vector<std::string> path_;
+};
+
+// One closed-loop run: C connections on one libuv loop in this thread (as the peers' bench.mjs
+// drives them from one event loop), each starting an instance, waiting for its reply, then
+// starting the next, until `total` have been started.
+class Run {
+ public:
+  Run(const std::string& socket, std::string request_head, size_t total, size_t concurrency,
+      std::string expect, bool no_wait, std::vector<double>* latencies)
+      : head_(std::move(request_head)),
+        total_(total),
+        expect_(std::move(expect)),
+        no_wait_(no_wait),
+        latencies_(latencies) {
+    uv_loop_init(&loop_);
+    for (size_t c = 0; c < std::min(concurrency, total); ++c) {
+      auto conn = std::make_unique<Conn>();
+      conn->run = this;
+      uv_pipe_init(&loop_, &conn->pipe, 0);
+      conn->pipe.data = conn.get();
+      conn->connect.data = conn.get();
+      uv_pipe_connect(&conn->connect, &conn->pipe, socket.c_str(), [](uv_connect_t* req, int st) {
+        auto* conn = static_cast<Conn*>(req->data);
+        if (st < 0) return conn->run->fail(*conn, std::string("connect: ") + uv_strerror(st));
+        uv_read_start(reinterpret_cast<uv_stream_t*>(&conn->pipe), alloc, on_read);
+        conn->run->send_next(*conn);
+      });
+      conns_.push_back(std::move(conn));
+    }
+  }
+  ~Run() { uv_loop_close(&loop_); }
+  Run(const Run&) = delete;
+  Run& operator=(const Run&) = delete;
+
+  void run() { uv_run(&loop_, UV_RUN_DEFAULT); }
+  size_t errors() const { return errors_; }
+  const std::string& first_error() const { return first_error_; }
+
+ private:
+  struct Conn {
+    Run* run = nullptr;
+    uv_pipe_t pipe{};
+    uv_connect_t connect{};
+    std::string in;  // bytes read that do not yet end a line
+    Clock::time_point sent;
+    uint64_t next_id = 1;
+    bool closed = false;
+  };
+  struct Write {
+    uv_write_t req{};
+    std::string data;
+  };
+
+  static void alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+    auto* conn = static_cast<Conn*>(h->data);
+    *buf = uv_buf_init(conn->run->buf_, sizeof(conn->run->buf_));
+  }
+
+  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+    auto* conn = static_cast<Conn*>(s->data);
+    Run* run = conn->run;
+    if (n < 0)
+      return run->fail(*conn, n == UV_EOF ? "sagad closed the connection" : uv_strerror(n));
+    conn->in.append(buf->base, static_cast<size_t>(n));
+    size_t start = 0;
+    for (size_t end; !conn->closed && (end = conn->in.find('\n', start)) != std::string::npos;
+         start = end + 1) {
+      run->on_reply(*conn, std::string_view(conn->in).substr(start, end - start));
+    }
+    if (!conn->closed) conn->in.erase(0, start);
+  }
+
+  void on_reply(Conn& conn, std::string_view line) {
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - conn.sent).count();
+    ReplyReader reply;
+    json::sax_parse(line, &reply);
+    std::string state = reply.has_result && no_wait_ ? expect_ : reply.state;
+    if (!reply.has_result || state != expect_) {
+      note_error(reply.has_result ? "an instance ended " + state : reply.error);
+    } else if (latencies_) {
+      latencies_->push_back(ms);
+    }
+    send_next(conn);
+  }
+
+  void send_next(Conn& conn) {
+    if (next_ >= total_) return close(conn);
+    ++next_;
+    auto* w = new Write;
+    w->data = head_ + std::to_string(conn.next_id++) + "}\n";
+    w->req.data = w;
+    uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
+    conn.sent = Clock::now();
+    int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&conn.pipe), &buf, 1,
+                      [](uv_write_t* req, int) { delete static_cast<Write*>(req->data); });
+    if (rc < 0) {
+      delete w;
+      fail(conn, std::string("write: ") + uv_strerror(rc));
+    }
+  }
+
+  void note_error(const std::string& message) {
+    if (errors_++ == 0) first_error_ = message;
+  }
+  // A connection that broke counts once and starts no more instances.
+  void fail(Conn& conn, const std::string& message) {
+    note_error(message);
+    close(conn);
+  }
+  void close(Conn& conn) {
+    if (conn.closed) return;
+    conn.closed = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&conn.pipe), nullptr);
+  }
+
+  uv_loop_t loop_{};
+  std::vector<std::unique_ptr<Conn>> conns_;
+  std::string head_;
+  size_t total_;
+  size_t next_ = 0;
+  std::string expect_;
+  bool no_wait_;
+  std::vector<double>* latencies_;
+  size_t errors_ = 0;
+  std::string first_error_;
+  char buf_[64 * 1024];
+};
+
+double cpu_seconds_of_this_process() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& t) {
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+  };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -129,50 +321,26 @@ int main(int argc, char** argv) {
   }
   const int64_t pid = (*ping).value("pid", int64_t{0});
 
-  std::atomic<size_t> errors{0};
+  // Every request is this text, then its id and "}".
+  std::string head =
+      json{{"jsonrpc", "2.0"},
+           {"method", "start"},
+           {"params", {{"workflow", workflow}, {"input", input}, {"wait", !no_wait}}}}
+          .dump();
+  head.back() = ',';
+  head += "\"id\":";
+  size_t errors = 0;
   std::string first_error;
-  std::mutex mu;
   auto run = [&](size_t total, std::vector<double>* latencies) {
-    std::atomic<size_t> next{0};
-    std::vector<std::thread> clients;
-    for (size_t c = 0; c < std::min(concurrency, total); ++c) {
-      clients.emplace_back([&] {
-        auto client = saga::rpc::Client::connect(socket);
-        if (!client) {
-          errors += 1;
-          return;
-        }
-        std::vector<double> mine;
-        while (next.fetch_add(1) < total) {
-          auto t0 = Clock::now();
-          auto r =
-              client->call("start", {{"workflow", workflow}, {"input", input}, {"wait", !no_wait}});
-          double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-          std::string state =
-              r ? (*r).value("instance", json::object()).value("state", std::string()) : "";
-          if (no_wait && r) state = expect;
-          if (!r || state != expect) {
-            errors += 1;
-            std::lock_guard lock(mu);
-            if (first_error.empty()) {
-              first_error = r ? "an instance ended " + state : r.error().message;
-            }
-            if (!r && r.error().kind == saga::rpc::ClientError::Kind::transport) return;
-            continue;
-          }
-          mine.push_back(ms);
-        }
-        if (latencies) {
-          std::lock_guard lock(mu);
-          latencies->insert(latencies->end(), mine.begin(), mine.end());
-        }
-      });
-    }
-    for (auto& t : clients) t.join();
+    Run r(socket, head, total, concurrency, expect, no_wait, latencies);
+    r.run();
+    if (errors == 0 && r.errors() > 0) first_error = r.first_error();
+    errors += r.errors();
   };
 
   if (warmup > 0) run(warmup, nullptr);
   errors = 0;
+  first_error.clear();
   std::vector<double> latencies;
   latencies.reserve(count);
   auto journal_of = [&probe]() {
@@ -181,9 +349,12 @@ int main(int argc, char** argv) {
   };
   const json journal_before = journal_of();
   auto cpu_before = pid > 0 ? cpu_ticks_by_role(pid) : std::map<std::string, uint64_t>{};
+  const double bench_cpu_before = cpu_seconds_of_this_process();
   auto t0 = Clock::now();
   run(count, &latencies);
   double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double bench_cpu_us = (cpu_seconds_of_this_process() - bench_cpu_before) * 1e6 /
+                              static_cast<double>(std::max<size_t>(count, 1));
   auto cpu_after = pid > 0 ? cpu_ticks_by_role(pid) : std::map<std::string, uint64_t>{};
   // sagad's CPU per measured instance, in microseconds, by thread role.
   json cpu_us = json::object();
@@ -210,7 +381,7 @@ int main(int argc, char** argv) {
       {"workflow", workflow},
       {"count", count},
       {"concurrency", concurrency},
-      {"errors", errors.load()},
+      {"errors", errors},
       {"instances_per_s", static_cast<double>(latencies.size()) / seconds},
       {"p50_ms", percentile(latencies, 50)},
       {"p90_ms", percentile(latencies, 90)},
@@ -218,7 +389,8 @@ int main(int argc, char** argv) {
       {"sagad_rss_kib", rss},
       {"journal_avg_batch", run_batch},
       {"journal_commit_p50_ms", journal.value("commit_ms", json::object()).value("p50", 0.0)},
-      {"sagad_cpu_us_per_instance", cpu_us}};
+      {"sagad_cpu_us_per_instance", cpu_us},
+      {"bench_cpu_us_per_instance", bench_cpu_us}};
   if (as_json) {
     std::cout << result.dump() << "\n";
   } else {
@@ -227,7 +399,7 @@ int main(int argc, char** argv) {
         "sagad RSS {:.1f} MiB, journal avg batch {:.1f}, sagad CPU per instance {} us\n",
         workflow, concurrency, count, result["instances_per_s"].get<double>(),
         result["p50_ms"].get<double>(), result["p90_ms"].get<double>(),
-        result["p99_ms"].get<double>(), errors.load(), static_cast<double>(rss) / 1024.0,
+        result["p99_ms"].get<double>(), errors, static_cast<double>(rss) / 1024.0,
         result["journal_avg_batch"].get<double>(), cpu_breakdown(cpu_us));
   }
   if (errors > 0) {

@@ -221,7 +221,9 @@ Result<void> ControlServer::listen(const std::string& path) {
   uv_pipe_init(loop_, pipe_, 0);
   pipe_->data = this;
   int rc = uv_pipe_bind(pipe_, path.c_str());
-  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(pipe_), 128, &on_connection);
+  // As many pending connections as the kernel allows (net.core.somaxconn), as systemd's
+  // sockets do: a burst of clients queues instead of being refused with EAGAIN.
+  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(pipe_), SOMAXCONN, &on_connection);
   if (rc != 0) {
     uv_close(reinterpret_cast<uv_handle_t*>(pipe_),
              [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
