@@ -23,15 +23,18 @@ namespace saga {
 namespace {
 
 // Bump when a key or value layout changes, so that an older sagad refuses a newer journal instead
-// of misreading it.
-constexpr std::string_view kFormatVersion = "1";
+// of misreading it. Format 2: a history value holds every event of one transition, one per line
+// (format 1 held one event per value, which format 2 reads as a transition of one event; a
+// format-1 journal is marked 2 when opened).
+constexpr std::string_view kFormatVersion = "2";
+constexpr std::string_view kOlderFormat = "1";
 constexpr std::string_view kFormatKey = "format_version";
 
 // Index into RocksDbJournal::cfs_; kCfNames gives the column family of each.
 enum Cf : size_t {
   kDefault,      // unused, but RocksDB always has it
   kInstances,    // id -> state JSON
-  kHistory,      // id '\0' be64(seq) -> event JSON
+  kHistory,      // id '\0' be64(seq of its first event) -> a transition's event JSONs, '\n' apart
   kActive,       // id -> "" while the instance is not terminal
   kByCreated,    // be64(created ms) id -> "", for list() and expired()
   kIndex,        // id -> be64(created ms), so that remove() finds the by_created key
@@ -79,6 +82,33 @@ std::string history_key(std::string_view id, uint64_t seq) {
   std::string key = history_prefix(id);
   put_be64(key, seq);
   return key;
+}
+
+// One history value for a transition's events. A raw newline can only be whitespace between
+// the tokens of a JSON text (inside strings it is escaped), so one that slipped in becomes a
+// space and the line stays one event.
+std::string history_value(const std::vector<std::pair<uint64_t, std::string>>& events) {
+  size_t size = events.size();
+  for (const auto& [seq, event] : events) size += event.size();
+  std::string value;
+  value.reserve(size);
+  for (const auto& [seq, event] : events) {
+    if (!value.empty()) value.push_back('\n');
+    size_t from = value.size();
+    value += event;
+    std::replace(value.begin() + static_cast<std::ptrdiff_t>(from), value.end(), '\n', ' ');
+  }
+  return value;
+}
+
+// Appends the events of one history value to `out`.
+void split_history_value(std::string_view value, std::vector<std::string>& out) {
+  for (;;) {
+    size_t end = value.find('\n');
+    out.emplace_back(value.substr(0, end));
+    if (end == std::string_view::npos) return;
+    value.remove_prefix(end + 1);
+  }
 }
 
 // Big-endian so that byte order is time order: list() walks it backwards for newest first.
@@ -283,11 +313,14 @@ class RocksDbJournal final : public Journal {
                               "\" cannot be journaled: ids must be non-empty "
                               "and free of NUL");
       }
-      for (const auto& [seq, event] : w.events) wb.put(kHistory, history_key(w.id, seq), event);
+      if (!w.events.empty()) {
+        wb.put(kHistory, history_key(w.id, w.events.front().first), history_value(w.events));
+      }
       wb.put(kInstances, w.id, w.state);
+      // In the active set from the creating write to the terminal one.
       if (w.terminal) {
         wb.del(kActive, w.id);
-      } else {
+      } else if (w.created) {
         wb.put(kActive, w.id, "");
       }
       if (w.created) {
@@ -318,7 +351,9 @@ class RocksDbJournal final : public Journal {
     // find out that it was the last.
     options.iterate_upper_bound = &upper;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, cfs_[kHistory]));
-    for (it->Seek(prefix); it->Valid(); it->Next()) events.push_back(it->value().ToString());
+    for (it->Seek(prefix); it->Valid(); it->Next()) {
+      split_history_value(it->value().ToStringView(), events);
+    }
     if (!it->status().ok()) {
       return storage_error(dir_, "reading the history of " + id, it->status());
     }
@@ -341,7 +376,7 @@ class RocksDbJournal final : public Journal {
       events.clear();
       for (history->Seek(prefix); history->Valid() && history->key().starts_with(prefix);
            history->Next()) {
-        events.push_back(history->value().ToString());
+        split_history_value(history->value().ToStringView(), events);
       }
       if (!history->status().ok()) {
         return storage_error(dir_, "reading the history of " + id, history->status());
@@ -554,11 +589,11 @@ Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Du
                   "cannot read the format version of the journal in " + dir + ": " + s.ToString());
     }
   }
-  if (version && *version != kFormatVersion) {
-    return fail(ErrorCode::failed_precondition, "journal in " + dir + " has format version " +
-                                                    *version + "; this sagad reads format " +
-                                                    std::string(kFormatVersion) +
-                                                    "; use a matching sagad");
+  if (version && *version != kFormatVersion && *version != kOlderFormat) {
+    return fail(ErrorCode::failed_precondition,
+                "journal in " + dir + " has format version " + *version +
+                    "; this sagad reads format " + std::string(kFormatVersion) + " (and " +
+                    std::string(kOlderFormat) + ", which it upgrades); use a matching sagad");
   }
   // Without a version, only a journal whose first start was interrupted (some of our column
   // families and nothing else) is ours to complete; anything more is another program's database.
@@ -581,7 +616,9 @@ Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Du
     }
     handles.push_back(cfs[i]);
   }
-  if (!version) {
+  // A format-1 journal reads as format 2; marking it keeps a sagad that reads only format 1 from
+  // misreading the transitions written from now on.
+  if (version != kFormatVersion) {
     rocksdb::WriteOptions sync;
     sync.sync = true;
     s = db->Put(sync, cfs[kMeta], std::string(kFormatKey), std::string(kFormatVersion));

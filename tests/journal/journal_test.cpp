@@ -145,6 +145,28 @@ std::string raw_format_version(const std::string& dir) {
   return version;
 }
 
+// Every key of one column family of a closed journal.
+std::vector<std::string> raw_keys(const std::string& dir, const std::string& cf) {
+  std::vector<std::string> names;
+  REQUIRE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  for (const auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  REQUIRE(rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), dir, cfs, &handles, &db).ok());
+  auto at = std::find(names.begin(), names.end(), cf);
+  REQUIRE(at != names.end());
+  std::vector<std::string> keys;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db->NewIterator(rocksdb::ReadOptions(), handles[at - names.begin()]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) keys.push_back(it->key().ToString());
+  }
+  for (auto* h : handles) REQUIRE(db->DestroyColumnFamilyHandle(h).ok());
+  delete db;
+  return keys;
+}
+
 }  // namespace
 
 TEST_CASE("committed state, history and active set survive a reopen") {
@@ -184,9 +206,7 @@ TEST_CASE("committed state, history and active set survive a reopen") {
   CHECK(active[0].second == std::vector<std::string>{event_json(1), event_json(2)});
 }
 
-TEST_CASE(
-    "a terminal write drops the instance from the active set, a later "
-    "one restores it") {
+TEST_CASE("an instance is in the active set from its creating write to its terminal one") {
   TempDir dir;
   auto j = open_ok(dir.path);
   CommitBatch b;
@@ -195,16 +215,44 @@ TEST_CASE(
   commit_ok(*j, b);
   CHECK(active_ids(*j) == std::vector<std::string>{"x", "y"});
 
+  // A failed instance waits for an operator: still active.
   CommitBatch failed;
-  failed.instances.push_back(instance_write("x", 1, state_json("x", "failed"), true, 2, 1, false));
+  failed.instances.push_back(instance_write("x", 1, state_json("x", "failed"), false, 2, 1, false));
   commit_ok(*j, failed);
-  CHECK(active_ids(*j) == std::vector<std::string>{"y"});
-
-  CommitBatch retried;
-  retried.instances.push_back(
-      instance_write("x", 1, state_json("x", "running"), false, 3, 1, false));
-  commit_ok(*j, retried);
   CHECK(active_ids(*j) == std::vector<std::string>{"x", "y"});
+
+  CommitBatch done;
+  done.instances.push_back(instance_write("x", 1, state_json("x", "completed"), true, 3, 1, false));
+  commit_ok(*j, done);
+  CHECK(active_ids(*j) == std::vector<std::string>{"y"});
+}
+
+TEST_CASE("a transition's events are one history record and read back one by one") {
+  TempDir dir;
+  {
+    auto j = open_ok(dir.path);
+    CommitBatch b;
+    b.instances.push_back(instance_write("a", 1, state_json("a", "running"), false, 1, 3, true));
+    commit_ok(*j, b);
+    CommitBatch next;
+    auto w = instance_write("a", 1, state_json("a", "running"), false, 4, 2, false);
+    // A raw newline can only be whitespace between JSON tokens: it must not split the event.
+    w.events[1].second = "{\"seq\":5,\n\"step\":\"b\"}";
+    next.instances.push_back(std::move(w));
+    commit_ok(*j, next);
+    CHECK(*j->load_history("a") == std::vector<std::string>{event_json(1), event_json(2),
+                                                            event_json(3), event_json(4),
+                                                            "{\"seq\":5, \"step\":\"b\"}"});
+  }
+  // Two transitions, two records.
+  CHECK(raw_keys(dir.path, "history").size() == 2);
+  auto j = open_ok(dir.path);
+  std::vector<std::string> scanned;
+  REQUIRE(j->scan_active_histories([&](const std::string&, std::vector<std::string>& events) {
+             scanned = events;
+           }).has_value());
+  CHECK(scanned.size() == 5);
+  CHECK(scanned.front() == event_json(1));
 }
 
 TEST_CASE("recovery's scan gives each active instance its whole history, in id order") {
@@ -432,6 +480,41 @@ TEST_CASE("a format-1 journal from before schedules gets the column family on op
   CHECK(raw_cf_names(dir.path).back() == "schedules");
 }
 
+TEST_CASE("a format-1 journal (one event per record) is read as it is and marked format 2") {
+  TempDir dir;
+  std::string a_key("a\0\0\0\0\0\0\0\0", 10);
+  auto key = [&](char seq) {
+    std::string k = a_key;
+    k.back() = seq;
+    return k;
+  };
+  make_raw_db(dir.path,
+              {"default", "instances", "history", "active", "by_created", "index", "definitions",
+               "meta", "schedules"},
+              {{"meta", "format_version", "1"},
+               {"instances", "a", state_json("a", "running")},
+               {"active", "a", ""},
+               {"history", key(1), event_json(1)},
+               {"history", key(2), event_json(2)},
+               {"history", key(3), event_json(3)}});
+  {
+    auto j = open_ok(dir.path);
+    CHECK(*j->load_history("a") ==
+          std::vector<std::string>{event_json(1), event_json(2), event_json(3)});
+    CommitBatch b;
+    b.instances.push_back(instance_write("a", 1, state_json("a", "running"), false, 4, 2, false));
+    commit_ok(*j, b);
+  }
+  CHECK(raw_format_version(dir.path) == "2");
+  auto j = open_ok(dir.path);
+  std::vector<std::string> scanned;
+  REQUIRE(j->scan_active_histories([&](const std::string&, std::vector<std::string>& events) {
+             scanned = events;
+           }).has_value());
+  CHECK(scanned == std::vector<std::string>{event_json(1), event_json(2), event_json(3),
+                                            event_json(4), event_json(5)});
+}
+
 TEST_CASE("remove deletes an instance with its history and index entries") {
   TempDir dir;
   {
@@ -501,7 +584,7 @@ TEST_CASE("an unknown format version is refused, naming both, and left as it is"
   REQUIRE_FALSE(j.has_value());
   const auto& message = j.error().message;
   CHECK(message.find("format version 7") != std::string::npos);
-  CHECK(message.find("format 1") != std::string::npos);
+  CHECK(message.find("format 2") != std::string::npos);
   CHECK(message.find(dir.path) != std::string::npos);
   CHECK(message.find('\n') == std::string::npos);
   CHECK(raw_cf_names(dir.path) == std::vector<std::string>{"default", "meta", "schedules_v7"});
@@ -527,7 +610,7 @@ TEST_CASE("a journal whose first start was interrupted is completed") {
     b.instances.push_back(instance_write("a", 1, state_json("a", "running"), false, 1, 1, true));
     commit_ok(*j, b);
   }
-  CHECK(raw_format_version(dir.path) == "1");
+  CHECK(raw_format_version(dir.path) == "2");
   auto j = open_ok(dir.path);
   CHECK(j->load_state("a")->has_value());
 }
