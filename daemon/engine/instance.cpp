@@ -85,7 +85,7 @@ namespace {
 
 void optional_time(JsonText& w, const std::optional<TimePoint>& t) {
   if (t) {
-    w.string(format_rfc3339(*t));
+    w.plain(format_rfc3339(*t));
   } else {
     w.null();
   }
@@ -109,18 +109,18 @@ std::string instance_json_text(const Definition& def, const Instance& inst) {
   w.key("id").string(inst.id);
   w.key("workflow").string(inst.workflow);
   w.key("version").string(inst.version);
-  w.key("state").string(to_string(inst.state));
+  w.key("state").plain(to_string(inst.state));
   w.key("cause");
   optional_text(w, inst.cause);
   w.key("input").value(inst.input);
-  w.key("created_at").string(format_rfc3339(inst.created_at));
-  w.key("updated_at").string(format_rfc3339(inst.updated_at));
+  w.key("created_at").plain(format_rfc3339(inst.created_at));
+  w.key("updated_at").plain(format_rfc3339(inst.updated_at));
   w.key("steps").begin_array();
   for (size_t i = 0; i < inst.steps.size() && i < def.steps.size(); ++i) {
     const StepRun& s = inst.steps[i];
     w.begin_object();
     w.key("name").string(def.steps[i].name);
-    w.key("state").string(to_string(s.state));
+    w.key("state").plain(to_string(s.state));
     w.key("attempts").number(s.run.attempts);
     w.key("output").value(s.output);
     w.key("error");
@@ -129,13 +129,13 @@ std::string instance_json_text(const Definition& def, const Instance& inst) {
     optional_time(w, s.started_at);
     w.key("ended_at");
     optional_time(w, s.ended_at);
-    if (s.run.retry_at) w.key("next_attempt_at").string(format_rfc3339(*s.run.retry_at));
+    if (s.run.retry_at) w.key("next_attempt_at").plain(format_rfc3339(*s.run.retry_at));
     w.key("compensation").begin_object();
-    w.key("state").string(to_string(s.compensation));
+    w.key("state").plain(to_string(s.compensation));
     w.key("attempts").number(s.comp.attempts);
     w.key("error");
     optional_text(w, s.comp.error);
-    if (s.comp.retry_at) w.key("next_attempt_at").string(format_rfc3339(*s.comp.retry_at));
+    if (s.comp.retry_at) w.key("next_attempt_at").plain(format_rfc3339(*s.comp.retry_at));
     w.end_object();
     w.end_object();
   }

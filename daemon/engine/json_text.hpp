@@ -1,9 +1,12 @@
 // Writes JSON text straight into a string, for the records the loop thread writes on every
 // transition: building an nlohmann tree first costs several allocations per field. Values that
 // are already trees (step outputs, inputs) are dumped by nlohmann; strings are escaped by it too
-// unless they are plain printable ASCII, the common case for names, ids and times.
+// unless they are plain printable ASCII, the common case for names and ids. Keys, and the times
+// and state names this program makes, are written as they are.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -37,17 +40,28 @@ class JsonText {
     first_ = false;
     return *this;
   }
-  // The next value is the member `name` of the object being written.
+  // The next value is the member `name` of the object being written: a literal of plain
+  // printable ASCII without quotes or backslashes, written as it is.
   JsonText& key(std::string_view name) {
     separate();
-    append_string(name);
-    out_ += ':';
+    out_ += '"';
+    out_ += name;
+    out_ += "\":";
     after_key_ = true;
     return *this;
   }
   JsonText& string(std::string_view s) {
     separate();
     append_string(s);
+    return *this;
+  }
+  // A string that needs no escaping because this program made it: times it formatted, the names
+  // of states and event types.
+  JsonText& plain(std::string_view s) {
+    separate();
+    out_ += '"';
+    out_ += s;
+    out_ += '"';
     return *this;
   }
   JsonText& number(uint64_t n) {
@@ -62,7 +76,14 @@ class JsonText {
   }
   JsonText& value(const nlohmann::json& j) {
     separate();
-    out_ += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    // Most inputs and outputs are empty.
+    if (j.is_object() && j.empty()) {
+      out_ += "{}";
+    } else if (j.is_null()) {
+      out_ += "null";
+    } else {
+      out_ += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
     return *this;
   }
 
@@ -75,10 +96,17 @@ class JsonText {
     }
     first_ = false;
   }
+  // Bytes that a JSON string cannot hold as they are, and non-ASCII ones, which nlohmann checks
+  // for valid UTF-8 (replacing what is not).
+  static constexpr auto kNeedsEscape = [] {
+    std::array<bool, 256> table{};
+    for (size_t c = 0; c < 256; ++c) table[c] = c < 0x20 || c >= 0x7f || c == '"' || c == '\\';
+    return table;
+  }();
+
   void append_string(std::string_view s) {
     for (char c : s) {
-      auto u = static_cast<unsigned char>(c);
-      if (u < 0x20 || u >= 0x7f || c == '"' || c == '\\') {
+      if (kNeedsEscape[static_cast<unsigned char>(c)]) {
         out_ += nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
         return;
       }
