@@ -85,7 +85,7 @@ namespace {
 
 void optional_time(JsonText& w, const std::optional<TimePoint>& t) {
   if (t) {
-    w.plain(format_rfc3339(*t));
+    w.time(*t);
   } else {
     w.null();
   }
@@ -113,8 +113,8 @@ std::string instance_json_text(const Definition& def, const Instance& inst) {
   w.key("cause");
   optional_text(w, inst.cause);
   w.key("input").value(inst.input);
-  w.key("created_at").plain(format_rfc3339(inst.created_at));
-  w.key("updated_at").plain(format_rfc3339(inst.updated_at));
+  w.key("created_at").time(inst.created_at);
+  w.key("updated_at").time(inst.updated_at);
   w.key("steps").begin_array();
   for (size_t i = 0; i < inst.steps.size() && i < def.steps.size(); ++i) {
     const StepRun& s = inst.steps[i];
@@ -129,13 +129,13 @@ std::string instance_json_text(const Definition& def, const Instance& inst) {
     optional_time(w, s.started_at);
     w.key("ended_at");
     optional_time(w, s.ended_at);
-    if (s.run.retry_at) w.key("next_attempt_at").plain(format_rfc3339(*s.run.retry_at));
+    if (s.run.retry_at) w.key("next_attempt_at").time(*s.run.retry_at);
     w.key("compensation").begin_object();
     w.key("state").plain(to_string(s.compensation));
     w.key("attempts").number(s.comp.attempts);
     w.key("error");
     optional_text(w, s.comp.error);
-    if (s.comp.retry_at) w.key("next_attempt_at").plain(format_rfc3339(*s.comp.retry_at));
+    if (s.comp.retry_at) w.key("next_attempt_at").time(*s.comp.retry_at);
     w.end_object();
     w.end_object();
   }

@@ -5,14 +5,45 @@
 // and state names this program makes, are written as they are.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 
+#include "engine/time.hpp"
+
 namespace saga {
+
+// A member name, made into its text (`,"name":`) when the program is compiled: names are string
+// literals of plain printable ASCII, and one that is not does not compile.
+class JsonKey {
+ public:
+  consteval JsonKey(const char* name) {  // NOLINT(google-explicit-constructor): w.key("id")
+    text_[size_++] = ',';
+    text_[size_++] = '"';
+    for (; *name != '\0'; ++name) {
+      if (*name < 0x20 || *name >= 0x7f || *name == '"' || *name == '\\' ||
+          size_ + 2 >= sizeof text_) {
+        throw "a JSON key must be a short literal of plain printable ASCII";
+      }
+      text_[size_++] = *name;
+    }
+    text_[size_++] = '"';
+    text_[size_++] = ':';
+  }
+  // With the comma that separates it from the member before, or without.
+  std::string_view text(bool comma) const {
+    return comma ? std::string_view(text_, size_) : std::string_view(text_ + 1, size_ - 1);
+  }
+
+ private:
+  char text_[40]{};
+  size_t size_ = 0;
+};
 
 class JsonText {
  public:
@@ -20,82 +51,87 @@ class JsonText {
 
   JsonText& begin_object() {
     separate();
-    out_ += '{';
+    out_.push_back('{');
     first_ = true;
     return *this;
   }
   JsonText& end_object() {
-    out_ += '}';
+    out_.push_back('}');
     first_ = false;
     return *this;
   }
   JsonText& begin_array() {
     separate();
-    out_ += '[';
+    out_.push_back('[');
     first_ = true;
     return *this;
   }
   JsonText& end_array() {
-    out_ += ']';
+    out_.push_back(']');
     first_ = false;
     return *this;
   }
-  // The next value is the member `name` of the object being written: a literal of plain
-  // printable ASCII without quotes or backslashes, written as it is.
-  JsonText& key(std::string_view name) {
-    separate();
-    out_ += '"';
-    out_ += name;
-    out_ += "\":";
+  // The next value is the member `name` of the object being written.
+  JsonText& key(JsonKey name) {
+    out_.append(name.text(!after_key_ && !first_));
+    first_ = false;
     after_key_ = true;
     return *this;
   }
   JsonText& string(std::string_view s) {
     separate();
-    append_string(s);
+    if (std::none_of(s.begin(), s.end(),
+                     [](char c) { return kNeedsEscape[static_cast<unsigned char>(c)]; })) {
+      append_quoted(s);
+    } else {
+      out_.append(nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    }
     return *this;
   }
-  // A string that needs no escaping because this program made it: times it formatted, the names
-  // of states and event types.
+  // A string that needs no escaping because this program made it, such as the name of a state.
   JsonText& plain(std::string_view s) {
     separate();
-    out_ += '"';
-    out_ += s;
-    out_ += '"';
+    append_quoted(s);
+    return *this;
+  }
+  JsonText& time(TimePoint t) {
+    separate();
+    char text[kRfc3339Size + 2];
+    if (!format_rfc3339_to(t, text + 1)) {
+      append_quoted(format_rfc3339(t));
+      return *this;
+    }
+    text[0] = '"';
+    text[kRfc3339Size + 1] = '"';
+    out_.append(text, sizeof text);
     return *this;
   }
   JsonText& number(uint64_t n) {
     separate();
-    out_ += std::to_string(n);
+    char digits[20];
+    auto end = std::to_chars(digits, digits + sizeof digits, n).ptr;
+    out_.append(digits, static_cast<size_t>(end - digits));
     return *this;
   }
   JsonText& null() {
     separate();
-    out_ += "null";
+    out_.append("null", 4);
     return *this;
   }
   JsonText& value(const nlohmann::json& j) {
     separate();
     // Most inputs and outputs are empty.
     if (j.is_object() && j.empty()) {
-      out_ += "{}";
+      out_.append("{}", 2);
     } else if (j.is_null()) {
-      out_ += "null";
+      out_.append("null", 4);
     } else {
-      out_ += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      out_.append(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     }
     return *this;
   }
 
  private:
-  void separate() {
-    if (after_key_) {
-      after_key_ = false;
-    } else if (!first_) {
-      out_ += ',';
-    }
-    first_ = false;
-  }
   // Bytes that a JSON string cannot hold as they are, and non-ASCII ones, which nlohmann checks
   // for valid UTF-8 (replacing what is not).
   static constexpr auto kNeedsEscape = [] {
@@ -104,16 +140,17 @@ class JsonText {
     return table;
   }();
 
-  void append_string(std::string_view s) {
-    for (char c : s) {
-      if (kNeedsEscape[static_cast<unsigned char>(c)]) {
-        out_ += nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-        return;
-      }
-    }
-    out_ += '"';
-    out_ += s;
-    out_ += '"';
+  // A std::string call costs more than the few bytes it appends: single characters go in with
+  // push_back, which is inlined, and each piece of text with one append.
+  void separate() {
+    if (!after_key_ && !first_) out_.push_back(',');
+    after_key_ = false;
+    first_ = false;
+  }
+  void append_quoted(std::string_view s) {
+    out_.push_back('"');
+    out_.append(s);
+    out_.push_back('"');
   }
 
   std::string& out_;

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 
 namespace saga {
@@ -32,24 +33,16 @@ bool expect(std::string_view text, size_t& pos, char c) {
 
 }  // namespace
 
-std::string format_rfc3339(TimePoint t) {
+bool format_rfc3339_to(TimePoint t, char* out) {
   using namespace std::chrono;
   const sys_days day = floor<days>(t);
   const year_month_day ymd{day};
-  const hh_mm_ss<Millis> tod{t - day};
   const int year = static_cast<int>(ymd.year());
-  if (year < 0 || year > 9999) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", year,
-                  static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
-                  static_cast<int>(tod.hours().count()), static_cast<int>(tod.minutes().count()),
-                  static_cast<int>(tod.seconds().count()),
-                  static_cast<int>(tod.subseconds().count()));
-    return buf;
-  }
+  if (year < 0 || year > 9999) return false;
+  const hh_mm_ss<Millis> tod{t - day};
   // Called for every time field of every journaled record: digits by hand, not printf.
-  std::string out = "0000-00-00T00:00:00.000Z";
-  auto put = [&out](size_t at, int value, int width) {
+  std::memcpy(out, "0000-00-00T00:00:00.000Z", kRfc3339Size);
+  auto put = [out](size_t at, int value, int width) {
     for (int i = width - 1; i >= 0; --i, value /= 10) {
       out[at + static_cast<size_t>(i)] = static_cast<char>('0' + value % 10);
     }
@@ -61,7 +54,23 @@ std::string format_rfc3339(TimePoint t) {
   put(14, static_cast<int>(tod.minutes().count()), 2);
   put(17, static_cast<int>(tod.seconds().count()), 2);
   put(20, static_cast<int>(tod.subseconds().count()), 3);
-  return out;
+  return true;
+}
+
+std::string format_rfc3339(TimePoint t) {
+  char text[kRfc3339Size];
+  if (format_rfc3339_to(t, text)) return std::string(text, kRfc3339Size);
+  using namespace std::chrono;
+  const sys_days day = floor<days>(t);
+  const year_month_day ymd{day};
+  const hh_mm_ss<Millis> tod{t - day};
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ",
+                static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()),
+                static_cast<unsigned>(ymd.day()), static_cast<int>(tod.hours().count()),
+                static_cast<int>(tod.minutes().count()), static_cast<int>(tod.seconds().count()),
+                static_cast<int>(tod.subseconds().count()));
+  return buf;
 }
 
 // Accepts RFC 3339 date-times: any fraction (truncated to milliseconds), `Z` or a numeric

@@ -26,6 +26,9 @@ inline TimePoint from_unix_ms(int64_t ms) {
 
 // RFC 3339 UTC with milliseconds: 2026-11-23T10:00:00.123Z.
 std::string format_rfc3339(TimePoint t);
+// The same text for years 0 to 9999, written to out[0, kRfc3339Size); false for other years.
+constexpr size_t kRfc3339Size = 24;
+bool format_rfc3339_to(TimePoint t, char* out);
 std::optional<TimePoint> parse_rfc3339(std::string_view text);
 
 // parse_duration (saga/duration.hpp) reads "250ms", "10s", "1h30m", "2d". The shortest such text

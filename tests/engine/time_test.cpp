@@ -91,6 +91,12 @@ TEST_CASE("format_rfc3339 writes UTC with milliseconds", "[time]") {
   CHECK(format_rfc3339(from_unix_ms(1'795'428'000'123)) == "2026-11-23T10:00:00.123Z");
   CHECK(format_rfc3339(from_unix_ms(951'782'400'000)) == "2000-02-29T00:00:00.000Z");
   CHECK(format_rfc3339(from_unix_ms(-1)) == "1969-12-31T23:59:59.999Z");
+  // Past the four digits of the fast path.
+  CHECK(format_rfc3339(from_unix_ms(253'402'300'800'000)) == "10000-01-01T00:00:00.000Z");
+  char text[kRfc3339Size];
+  CHECK_FALSE(format_rfc3339_to(from_unix_ms(253'402'300'800'000), text));
+  REQUIRE(format_rfc3339_to(from_unix_ms(253'402'300'799'999), text));
+  CHECK(std::string(text, kRfc3339Size) == "9999-12-31T23:59:59.999Z");
 }
 
 TEST_CASE("parse_rfc3339 reads what format_rfc3339 writes, and offsets", "[time]") {
