@@ -153,14 +153,15 @@ def main():
         return
     print(f"saga bench, sagad durability sync, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"{'workload':<11} {'C':>4} {'N':>6} {'inst/s':>8} {'p50 ms':>7} {'p90 ms':>7} "
-          f"{'p99 ms':>7} {'RSS MiB':>8} {'batch':>6} {'fsync ms':>8} {'CPU us/inst':>12}")
+          f"{'p99 ms':>7} {'RSS MiB':>8} {'batch':>6} {'fsync ms':>8} {'CPU us/inst':>12} "
+          f"{'bench us':>8}")
     for r in rows:
         cpu = r.get("sagad_cpu_us_per_instance", {})
         print(f"{r['workflow']:<11} {r['concurrency']:>4} {r['count']:>6} "
               f"{r['instances_per_s']:>8.0f} {r['p50_ms']:>7.2f} {r['p90_ms']:>7.2f} "
               f"{r['p99_ms']:>7.2f} {r['sagad_rss_kib'] / 1024:>8.1f} "
               f"{r['journal_avg_batch']:>6.1f} {r['journal_commit_p50_ms']:>8.2f} "
-              f"{cpu.get('total', 0):>12.0f}")
+              f"{cpu.get('total', 0):>12.0f} {r.get('bench_cpu_us_per_instance', 0):>8.0f}")
     if recovery:
         print(f"in flight: {recovery['inflight']} instances started at "
               f"{recovery['starts_per_s']:.0f}/s; sagad memory per instance in flight "
