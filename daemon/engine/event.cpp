@@ -85,7 +85,9 @@ std::optional<TimePoint> time_field(const json& j, const char* key) {
 Event event_from_json(const json& j) {
   Event e;
   e.seq = j.at("seq").get<uint64_t>();
-  e.at = *time_field(j, "at");
+  auto at = time_field(j, "at");
+  if (!at) throw json::out_of_range::create(403, "key 'at' not found", &j);
+  e.at = *at;
   auto type = parse_event_type(j.at("type").get<std::string>());
   if (!type) throw json::other_error::create(501, "unknown event type", &j);
   e.type = *type;
