@@ -392,7 +392,7 @@ void Daemon::recover_instances() {
       Recovering& r = chunk[i];
       r.events.reserve(r.history.size());
       try {
-        for (const auto& text : r.history) r.events.push_back(event_from_json(json::parse(text)));
+        for (const auto& text : r.history) r.events.push_back(event_from_json_text(text));
       } catch (const std::exception& e) {
         r.error = fmt::format("has an unreadable history ({}); left as it is", e.what());
       }
