@@ -357,9 +357,29 @@ struct Recovering {
   std::vector<std::string> history;
   std::vector<Event> events;
   DefinitionPtr def;
-  Instance inst;
+  std::optional<Instance> inst;
   std::string error;  // set: it cannot resume
 };
+
+// Parses the history into events, or says why the instance cannot resume. Pure work: any thread.
+void parse_history(Recovering& r) {
+  r.events.reserve(r.history.size());
+  try {
+    for (const auto& text : r.history) r.events.push_back(event_from_json_text(text));
+  } catch (const std::exception& e) {
+    r.error = fmt::format("has an unreadable history ({}); left as it is", e.what());
+  }
+  if (r.error.empty() &&
+      (r.events.empty() || r.events.front().type != EventType::instance_started)) {
+    r.error = "has no instance_started event; left as it is";
+  }
+}
+
+// Rebuilds the instance from its events (its definition found), then drops them. Any thread.
+void replay_history(Recovering& r) {
+  if (r.error.empty()) r.inst = replay(*r.def, r.id, r.events);
+  r.events = {};
+}
 
 // Runs fn(i) for i in [0, n) on up to `threads` threads (this one included).
 template <class Fn>
@@ -380,30 +400,20 @@ void parallel_for(size_t n, size_t threads, Fn fn) {
 void Daemon::recover_instances() {
   auto started = std::chrono::steady_clock::now();
   size_t resumed = 0;
-  // Parsing and replaying histories is pure work, spread over the cores in chunks (which bound
-  // the memory it takes); the instances are then adopted here, on the loop thread.
+  // Histories are read here in chunks, which bound the memory recovery takes. Parsing and
+  // replaying are pure work, done on a helper thread while this one reads the next chunk and
+  // adopts the instances rebuilt before: a chunk is read, then parsed, then given its definitions
+  // here (the registry is the loop's), then replayed, then adopted. Each thread frees what it
+  // allocated (histories here, events there), so that neither waits on the other's malloc arena.
   constexpr size_t kChunk = 4096;
-  const size_t threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
-  std::vector<Recovering> chunk;
-  chunk.reserve(kChunk);
+  std::vector<Recovering> reading, parsing, replaying, adopting;
+  reading.reserve(kChunk);
+  std::jthread helper;
   DefinitionPtr def;
-  auto resume_chunk = [&] {
-    parallel_for(chunk.size(), threads, [&](size_t i) {
-      Recovering& r = chunk[i];
-      r.events.reserve(r.history.size());
-      try {
-        for (const auto& text : r.history) r.events.push_back(event_from_json(json::parse(text)));
-      } catch (const std::exception& e) {
-        r.error = fmt::format("has an unreadable history ({}); left as it is", e.what());
-      }
-      r.history = {};
-      if (r.error.empty() &&
-          (r.events.empty() || r.events.front().type != EventType::instance_started)) {
-        r.error = "has no instance_started event; left as it is";
-      }
-    });
-    // The history alone rebuilds an instance; its first event names the version it is pinned to.
+  // The history alone rebuilds an instance; its first event names the version it is pinned to.
+  auto find_definitions = [&](std::vector<Recovering>& chunk) {
     for (Recovering& r : chunk) {
+      r.history = {};
       if (!r.error.empty()) continue;
       const std::string& version = r.events.front().version;
       if (!def || def->version != version) def = workflows_->find_version(version);
@@ -417,34 +427,56 @@ void Daemon::recover_instances() {
       }
       r.def = def;
     }
-    parallel_for(chunk.size(), threads, [&](size_t i) {
-      Recovering& r = chunk[i];
-      if (r.error.empty()) r.inst = replay(*r.def, r.id, r.events);
-      r.events = {};
-    });
+  };
+  auto adopt = [&](std::vector<Recovering>& chunk) {
     for (Recovering& r : chunk) {
       if (!r.error.empty()) {
         spdlog::error("recovery: instance {} {}", r.id, r.error);
         continue;
       }
       Live& ref = add_live(r.id, r.def);
-      ref.inst = std::move(r.inst);
+      ref.inst = std::move(*r.inst);
       commit(ref, recover(*ref.def, ref.inst, now_ms()), false);
       ++resumed;
     }
     chunk.clear();
     notifier_->keepalive();
   };
+  // `helper` touches only `parsing` and `replaying`, and only until it is joined.
+  auto join_helper = [&] {
+    if (helper.joinable()) helper.join();
+  };
   auto scanned = journal_->scan_active_histories(
       [&](const std::string& id, std::vector<std::string>& history) {
-        chunk.push_back(Recovering{id, std::move(history), {}, nullptr, {}, {}});
-        if (chunk.size() == kChunk) resume_chunk();
+        reading.push_back(Recovering{id, std::move(history), {}, nullptr, std::nullopt, {}});
+        if (reading.size() < kChunk) return;
+        join_helper();
+        adopting.swap(replaying);
+        find_definitions(parsing);
+        replaying.swap(parsing);
+        parsing.swap(reading);
+        helper = std::jthread([&parsing, &replaying] {
+          for (Recovering& r : replaying) replay_history(r);
+          for (Recovering& r : parsing) parse_history(r);
+        });
+        adopt(adopting);
+        reading.swap(adopting);  // empty, with its capacity
       });
+  join_helper();
   if (!scanned) {
     spdlog::critical("recovery: {}", scanned.error().message);
     std::exit(1);
   }
-  resume_chunk();
+  // What is left: one chunk rebuilt, one parsed, one only read.
+  adopt(replaying);
+  find_definitions(parsing);
+  for (Recovering& r : parsing) replay_history(r);
+  adopt(parsing);
+  const size_t threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
+  parallel_for(reading.size(), threads, [&](size_t i) { parse_history(reading[i]); });
+  find_definitions(reading);
+  parallel_for(reading.size(), threads, [&](size_t i) { replay_history(reading[i]); });
+  adopt(reading);
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                   started)
                 .count();

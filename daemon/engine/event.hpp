@@ -56,5 +56,8 @@ struct Event {
 std::string event_json_text(const Event& e);
 json event_to_json(const Event& e);
 Event event_from_json(const json& j);  // throws nlohmann::json::exception when malformed
+// The same for one event's JSON text, as event_from_json(json::parse(text)) reads it but
+// faster: what recovery reads for every event of every instance in flight.
+Event event_from_json_text(std::string_view text);  // throws nlohmann::json::exception
 
 }  // namespace saga

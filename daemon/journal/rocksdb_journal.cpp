@@ -381,8 +381,10 @@ class RocksDbJournal final : public Journal {
       std::string id = active->key().ToString();
       std::string prefix = history_prefix(id);
       events.clear();
-      for (history->Seek(prefix); history->Valid() && history->key().starts_with(prefix);
-           history->Next()) {
+      // Where the last history ended, the next one in id order usually begins: Seek (a search
+      // of every sorted run) only when the histories of terminal instances lie between.
+      if (!history->Valid() || !history->key().starts_with(prefix)) history->Seek(prefix);
+      for (; history->Valid() && history->key().starts_with(prefix); history->Next()) {
         split_history_value(history->value().ToStringView(), events);
       }
       if (!history->status().ok()) {

@@ -103,6 +103,8 @@ struct Sim {
       // What the journal stores reads back as the same event.
       Event back = event_from_json(event_to_json(history[i]));
       CHECK(event_to_json(back) == event_to_json(history[i]));
+      Event read = event_from_json_text(event_json_text(history[i]));
+      CHECK(event_to_json(read) == event_to_json(history[i]));
     }
   }
 };

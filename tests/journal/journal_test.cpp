@@ -749,3 +749,31 @@ TEST_CASE("a commit is refused, naming the reserve, when the disk has less room 
   CHECK(r.error().message.find("kept in reserve") != std::string::npos);
   CHECK((*opened)->load_state("r")->has_value() == false);
 }
+
+TEST_CASE("recovery's scan steps over the histories of terminal instances between active ones") {
+  TempDir dir;
+  auto j = open_ok(dir.path);
+  CommitBatch b;
+  // Terminal histories first, between active ones and last; one active instance has none.
+  const std::vector<std::pair<std::string, bool>> instances = {
+      {"c0", true},  {"c1", false}, {"c2", true}, {"c3", true},
+      {"c4", false}, {"c5", false}, {"c6", true}};
+  int64_t created = 1;
+  for (const auto& [id, terminal] : instances) {
+    const char* state = terminal ? "completed" : "running";
+    b.instances.push_back(
+        instance_write(id, created, state_json(id, state), terminal, 1, int(created), true));
+    ++created;
+  }
+  InstanceWrite bare = instance_write("c45", 99, state_json("c45", "running"), false, 1, 0, true);
+  b.instances.push_back(bare);
+  commit_ok(*j, b);
+
+  std::vector<std::pair<std::string, size_t>> seen;
+  REQUIRE(j->scan_active_histories([&](const std::string& id, std::vector<std::string>& events) {
+             for (size_t i = 0; i < events.size(); ++i) CHECK(events[i] == event_json(i + 1));
+             seen.emplace_back(id, events.size());
+           }).has_value());
+  CHECK(seen ==
+        std::vector<std::pair<std::string, size_t>>{{"c1", 2}, {"c4", 5}, {"c45", 0}, {"c5", 6}});
+}
