@@ -179,15 +179,10 @@ class EventReader {
     pos_ += run + 1;
     return true;
   }
-  // The length of the printable ASCII at pos_ that stands for itself in a JSON string.
+  // The length of the run at pos_ that stands for itself in a JSON string.
   size_t plain_run() const {
-    static constexpr auto kPlain = [] {
-      std::array<bool, 256> plain{};
-      for (size_t c = 0x20; c < 0x80; ++c) plain[c] = c != '"' && c != '\\';
-      return plain;
-    }();
     size_t end = pos_;
-    while (end < s_.size() && kPlain[static_cast<unsigned char>(s_[end])]) ++end;
+    while (end < s_.size() && kJsonPlainByte[static_cast<unsigned char>(s_[end])]) ++end;
     return end - pos_;
   }
   // An unsigned integer of at most 19 digits, which nlohmann reads as number_unsigned too.

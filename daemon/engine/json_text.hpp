@@ -18,6 +18,15 @@
 
 namespace saga {
 
+// The bytes that stand for themselves inside a JSON string, as this program writes and reads
+// them: printable ASCII but the quote and the backslash. Anything else (control characters,
+// which must be escaped; non-ASCII, whose UTF-8 nlohmann checks) goes through nlohmann.
+inline constexpr auto kJsonPlainByte = [] {
+  std::array<bool, 256> plain{};
+  for (size_t c = 0x20; c < 0x7f; ++c) plain[c] = c != '"' && c != '\\';
+  return plain;
+}();
+
 // A member name, made into its text (`,"name":`) when the program is compiled: names are string
 // literals of plain printable ASCII, and one that is not does not compile.
 class JsonKey {
@@ -26,8 +35,7 @@ class JsonKey {
     text_[size_++] = ',';
     text_[size_++] = '"';
     for (; *name != '\0'; ++name) {
-      if (*name < 0x20 || *name >= 0x7f || *name == '"' || *name == '\\' ||
-          size_ + 2 >= sizeof text_) {
+      if (!kJsonPlainByte[static_cast<unsigned char>(*name)] || size_ + 2 >= sizeof text_) {
         throw "a JSON key must be a short literal of plain printable ASCII";
       }
       text_[size_++] = *name;
@@ -80,8 +88,8 @@ class JsonText {
   }
   JsonText& string(std::string_view s) {
     separate();
-    if (std::none_of(s.begin(), s.end(),
-                     [](char c) { return kNeedsEscape[static_cast<unsigned char>(c)]; })) {
+    if (std::all_of(s.begin(), s.end(),
+                    [](char c) { return kJsonPlainByte[static_cast<unsigned char>(c)]; })) {
       append_quoted(s);
     } else {
       out_.append(nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
@@ -132,14 +140,6 @@ class JsonText {
   }
 
  private:
-  // Bytes that a JSON string cannot hold as they are, and non-ASCII ones, which nlohmann checks
-  // for valid UTF-8 (replacing what is not).
-  static constexpr auto kNeedsEscape = [] {
-    std::array<bool, 256> table{};
-    for (size_t c = 0; c < 256; ++c) table[c] = c < 0x20 || c >= 0x7f || c == '"' || c == '\\';
-    return table;
-  }();
-
   // A std::string call costs more than the few bytes it appends: single characters go in with
   // push_back, which is inlined, and each piece of text with one append.
   void separate() {
