@@ -1046,7 +1046,7 @@ void Daemon::handle_watch(ControlServer::Call& call) {
     return reply_invalid(call, "\"id\" and \"workflow\" must be strings");
   }
   Watch w{call.conn, id, workflow, 0};
-  std::vector<std::string> history;
+  std::vector<json> history;
   std::string instance_workflow;
   if (id) {
     if (Live* live = find_live(*id)) {
@@ -1064,7 +1064,8 @@ void Daemon::handle_watch(ControlServer::Call& call) {
     // and last_seq drops what both would send.
     auto events = journal_->load_history(*id);
     if (!events) return reply_error(call, events.error());
-    history = std::move(*events);
+    history.reserve(events->size());
+    for (const auto& text : *events) history.push_back(json::parse(text));
   }
   json watching = json::object();
   if (id) watching["id"] = *id;
@@ -1074,12 +1075,12 @@ void Daemon::handle_watch(ControlServer::Call& call) {
   // ignores settling events before it (an instance that failed and was retried since).
   if (id) {
     uint64_t last_seq = 0;
-    if (!history.empty()) last_seq = json::parse(history.back()).value("seq", uint64_t{0});
+    if (!history.empty()) last_seq = history.back().value("seq", uint64_t{0});
     result["last_seq"] = last_seq;
   }
   ControlServer::reply(call.conn, call.id, std::move(result));
-  for (const auto& text : history) {
-    if (!send_event(w, *id, instance_workflow, json::parse(text))) return;
+  for (const auto& event : history) {
+    if (!send_event(w, *id, instance_workflow, event)) return;
   }
   std::erase_if(watches_, [](const Watch& x) { return !ControlServer::backlog(x.conn); });
   watches_.push_back(std::move(w));
