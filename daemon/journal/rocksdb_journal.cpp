@@ -39,7 +39,7 @@ enum Cf : size_t {
   kByCreated,    // be64(created ms) id -> "", for list() and expired()
   kIndex,        // id -> be64(created ms), so that remove() finds the by_created key
   kDefinitions,  // version -> YAML
-  kMeta,         // format_version -> "1"
+  kMeta,         // format_version -> "2"
   // Added within format 1: an older sagad opens a journal with it and leaves it alone, and a
   // journal without it gets it when opened.
   kSchedules,  // scheduler record key ("schedule/WORKFLOW/N", "paused/WORKFLOW") -> JSON
