@@ -5,6 +5,7 @@
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <rocksdb/slice_transform.h>
 #include <rocksdb/snapshot.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
@@ -13,11 +14,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string_view>
 
 #include "journal/journal.hpp"
+#include "journal/zeroed_wal.hpp"
 
 namespace saga {
 namespace {
@@ -165,11 +168,42 @@ std::unexpected<Error> storage_error(const std::string& dir, const std::string& 
                     "journal in " + dir + ": " + operation + " failed: " + status.ToString());
 }
 
+// The instance id of a point key in the history or instances column family: a history key's part
+// before its '\0' (followed by the 8 bytes of a sequence number), a state key whole. RocksDB keeps,
+// per id, where its last key went into the memtable and inserts the next one from there: an
+// instance's history keys grow and its state key is rewritten, so the next key lands beside the
+// last instead of being searched for from the top of the skip list. That search was two thirds of
+// the journal writer's instructions; the hint takes an eighth of them off.
+//
+// The begin key of remove()'s range deletion ("id\0") is outside the domain: RocksDB 7.8 keeps
+// one hint per prefix for both the point and the range-deletion skip lists of a memtable, and a
+// hint from one misleads an insert into the other.
+class InstanceIdOfKey final : public rocksdb::SliceTransform {
+ public:
+  const char* Name() const override { return "saga.InstanceIdOfKey"; }
+  rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
+    return {key.data(), id_size(key)};
+  }
+  bool InDomain(const rocksdb::Slice& key) const override {
+    size_t id = id_size(key);
+    return id == key.size() || key.size() == id + 1 + sizeof(uint64_t);
+  }
+
+ private:
+  static size_t id_size(const rocksdb::Slice& key) {
+    const void* nul = std::memchr(key.data(), '\0', key.size());
+    return nul == nullptr ? key.size()
+                          : static_cast<size_t>(static_cast<const char*>(nul) - key.data());
+  }
+};
+
 // Options for a daemon meant to stay around 32 MiB RSS on a small machine, where throughput is
 // bounded by fsyncs rather than by RocksDB's memory.
 struct Tuning {
   rocksdb::DBOptions db;
   rocksdb::ColumnFamilyOptions cf;
+  // For the column families keyed by instance id that every transition writes.
+  rocksdb::ColumnFamilyOptions per_instance;
 };
 
 Tuning tuned_options() {
@@ -224,7 +258,13 @@ Tuning tuned_options() {
   table.cache_index_and_filter_blocks = true;
   table.pin_l0_filter_and_index_blocks_in_cache = true;
   t.cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  t.per_instance = t.cf;
+  t.per_instance.memtable_insert_with_hint_prefix_extractor = std::make_shared<InstanceIdOfKey>();
   return t;
+}
+
+const rocksdb::ColumnFamilyOptions& cf_options(const Tuning& tuning, size_t cf) {
+  return cf == kInstances || cf == kHistory ? tuning.per_instance : tuning.cf;
 }
 
 // RocksDB's lock file is held by another process ("While lock file") or by this one ("lock hold by
@@ -268,10 +308,11 @@ class RocksDbJournal final : public Journal {
  public:
   // `cfs` holds kCfCount handles in Cf order, then those of column families this version does not
   // use; the journal destroys them all.
-  RocksDbJournal(std::string dir, std::unique_ptr<rocksdb::DB> db,
-                 std::vector<rocksdb::ColumnFamilyHandle*> cfs, Durability durability,
-                 uint64_t min_free_bytes)
+  RocksDbJournal(std::string dir, std::unique_ptr<rocksdb::Env> env,
+                 std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> cfs,
+                 Durability durability, uint64_t min_free_bytes)
       : dir_(std::move(dir)),
+        env_(std::move(env)),
         db_(std::move(db)),
         cfs_(std::move(cfs)),
         durability_(durability),
@@ -528,6 +569,8 @@ class RocksDbJournal final : public Journal {
   }
 
   const std::string dir_;
+  // The database's Env when it is not RocksDB's default; outlives the database.
+  std::unique_ptr<rocksdb::Env> env_;
   // RocksDB is thread-safe: commit() runs on the writer thread while the loop thread reads.
   std::unique_ptr<rocksdb::DB> db_;
   const std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
@@ -541,6 +584,12 @@ class RocksDbJournal final : public Journal {
 Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Durability durability,
                                                       uint64_t min_free_bytes) {
   Tuning tuning = tuned_options();
+  // Every synced commit is an fdatasync of the WAL: overwriting zeros makes each one cheaper.
+  std::unique_ptr<rocksdb::Env> env;
+  if (durability == Durability::sync) {
+    env = zeroed_wal_env();
+    tuning.db.env = env.get();
+  }
 
   // An existing journal is opened with exactly the column families it has, so that nothing is
   // created in it before its format version has been checked; a newer format may also have column
@@ -549,11 +598,13 @@ Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Du
   bool fresh = !rocksdb::DB::ListColumnFamilies(tuning.db, dir, &existing).ok();
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   if (fresh) {
-    for (auto name : kCfNames) descriptors.emplace_back(std::string(name), tuning.cf);
+    for (auto name : kCfNames) {
+      descriptors.emplace_back(std::string(name), cf_options(tuning, cf_index(name)));
+    }
   } else {
     for (const auto& name : existing) {
-      descriptors.emplace_back(
-          name, cf_index(name) < kCfCount ? tuning.cf : rocksdb::ColumnFamilyOptions());
+      descriptors.emplace_back(name, cf_index(name) < kCfCount ? cf_options(tuning, cf_index(name))
+                                                               : rocksdb::ColumnFamilyOptions());
     }
   }
 
@@ -618,7 +669,7 @@ Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Du
 
   for (size_t i = 0; i < kCfCount; ++i) {
     if (cfs[i] != nullptr) continue;
-    s = db->CreateColumnFamily(tuning.cf, std::string(kCfNames[i]), &cfs[i]);
+    s = db->CreateColumnFamily(cf_options(tuning, i), std::string(kCfNames[i]), &cfs[i]);
     if (!s.ok()) {
       return fail(ErrorCode::unavailable, "cannot create column family " +
                                               std::string(kCfNames[i]) + " in the journal in " +
@@ -639,8 +690,8 @@ Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Du
   }
 
   cfs.insert(cfs.end(), unknown.begin(), unknown.end());
-  return std::unique_ptr<Journal>(
-      new RocksDbJournal(dir, std::move(db), std::move(cfs), durability, min_free_bytes));
+  return std::unique_ptr<Journal>(new RocksDbJournal(dir, std::move(env), std::move(db),
+                                                     std::move(cfs), durability, min_free_bytes));
 }
 
 }  // namespace saga

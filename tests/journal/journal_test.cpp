@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "journal/journal.hpp"
+#include "journal/zeroed_wal.hpp"
 
 using namespace saga;
 namespace fs = std::filesystem;
@@ -776,4 +777,122 @@ TEST_CASE("recovery's scan steps over the histories of terminal instances betwee
            }).has_value());
   CHECK(seen ==
         std::vector<std::pair<std::string, size_t>>{{"c1", 2}, {"c4", 5}, {"c45", 0}, {"c5", 6}});
+}
+
+namespace {
+
+// The journal's write-ahead log files, "<number>.log", with their sizes.
+std::vector<std::pair<fs::path, uintmax_t>> wal_files(const std::string& dir) {
+  std::vector<std::pair<fs::path, uintmax_t>> files;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.ends_with(".log") && name != "LOG")
+      files.emplace_back(entry.path(), entry.file_size());
+  }
+  return files;
+}
+
+bool ends_in_zeros(const fs::path& file, uintmax_t size, size_t bytes) {
+  std::ifstream in(file, std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(size - bytes));
+  std::string tail(bytes, '\x01');
+  in.read(tail.data(), static_cast<std::streamsize>(bytes));
+  return in.gcount() == static_cast<std::streamsize>(bytes) &&
+         std::all_of(tail.begin(), tail.end(), [](char c) { return c == '\0'; });
+}
+
+// 300 running instances with a 6 KiB state each: about 2 MiB of WAL, more than one zeroed chunk,
+// and well under one memtable, so that nothing is flushed while the test copies the directory.
+std::string big_state(int i) {
+  std::string id = "i" + std::to_string(i);
+  return state_json(id, "running", "wf", std::string(6 << 10, 'x'));
+}
+
+void commit_big_instances(Journal& j) {
+  for (int first = 0; first < 300; first += 10) {
+    CommitBatch b;
+    for (int i = first; i < first + 10; ++i) {
+      b.instances.push_back(
+          instance_write("i" + std::to_string(i), 1000 + i, big_state(i), false, 1, 2, true));
+    }
+    commit_ok(j, b);
+  }
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a synced journal's WAL is zero-filled ahead, and a crash image with the zeros recovers") {
+  TempDir dir;
+  const std::string live = dir.path + "/live", image = dir.path + "/image";
+  {
+    auto j = open_ok(live, Durability::sync);
+    commit_big_instances(*j);
+    // The records overwrite zeros written a chunk at a time ahead of them.
+    auto wals = wal_files(live);
+    REQUIRE(wals.size() == 1);
+    const auto& [wal, size] = wals.front();
+    CHECK(size >= 2 * kWalZeroChunk);
+    CHECK(size % kWalZeroChunk == 0);
+    CHECK(ends_in_zeros(wal, size, 4096));
+    // What a crash would leave: the files as they are while the journal is open.
+    fs::copy(live, image, fs::copy_options::recursive);
+    fs::remove(fs::path(image) / "LOCK");
+  }
+  // A clean close cuts each WAL back to its records.
+  for (const auto& [wal, size] : wal_files(live)) {
+    INFO(wal);
+    CHECK(size % kWalZeroChunk != 0);
+  }
+
+  auto j = open_ok(image);
+  std::vector<std::string> expected;
+  for (int i = 0; i < 300; ++i) {
+    std::string id = "i" + std::to_string(i);
+    auto state = j->load_state(id);
+    REQUIRE(state.has_value());
+    REQUIRE(state->has_value());
+    CHECK(**state == big_state(i));
+    CHECK(j->load_history(id)->size() == 2);
+    expected.push_back(id);
+  }
+  std::sort(expected.begin(), expected.end());
+  CHECK(active_ids(*j) == expected);
+  // The recovered journal takes commits again, into a WAL of its own.
+  CommitBatch b;
+  b.instances.push_back(
+      instance_write("after", 5000, state_json("after", "running"), false, 1, 1, true));
+  commit_ok(*j, b);
+  CHECK(j->load_state("after")->value() == state_json("after", "running"));
+}
+
+TEST_CASE("an async journal's WAL is only its records: it is never synced, so nothing is gained") {
+  TempDir dir;
+  auto j = open_ok(dir.path, Durability::async);
+  commit_big_instances(*j);
+  auto wals = wal_files(dir.path);
+  REQUIRE(wals.size() == 1);
+  CHECK(wals.front().second % kWalZeroChunk != 0);
+  CHECK_FALSE(ends_in_zeros(wals.front().first, wals.front().second, 4096));
+}
+
+TEST_CASE("an id removed and written again in one memtable reads only its new history") {
+  TempDir dir;
+  auto j = open_ok(dir.path);
+  for (int round = 0; round < 3; ++round) {
+    CommitBatch b;
+    b.instances.push_back(instance_write("x", 1000 + round, state_json("x", "running"), false,
+                                         static_cast<uint64_t>(10 * round + 1), 2, true));
+    commit_ok(*j, b);
+    CommitBatch c;
+    c.instances.push_back(instance_write("x", 1000 + round, state_json("x", "completed"), true,
+                                         static_cast<uint64_t>(10 * round + 3), 1, false));
+    commit_ok(*j, c);
+    auto seq = static_cast<uint64_t>(10 * round);
+    CHECK(*j->load_history("x") ==
+          std::vector<std::string>{event_json(seq + 1), event_json(seq + 2), event_json(seq + 3)});
+    REQUIRE(j->remove("x").has_value());
+    CHECK(j->load_history("x")->empty());
+    CHECK_FALSE(j->load_state("x")->has_value());
+  }
 }
