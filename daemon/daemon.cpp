@@ -187,7 +187,7 @@ class Daemon final : private ScheduleHost {
   uint64_t await_durable(const ControlServer::Call& call);
   std::optional<Waiter> take_awaiting(uint64_t token);
   void publish(const std::string& id, const std::string& workflow,
-               const std::vector<std::string>& events);
+               const std::vector<std::pair<uint64_t, std::string>>& events);
   bool send_event(Watch& w, const std::string& id, const std::string& workflow, const json& event);
   void drop_watch(Watch& w, const std::string& why);
   Live* find_live(const std::string& id);
@@ -496,25 +496,19 @@ Live* Daemon::find_live(const std::string& id) {
 }
 
 void Daemon::commit(Live& live, Transition&& t, bool created, std::function<void()> after) {
-  const std::string id = live.inst.id;
   if (t.events.empty()) {
     if (after) after();
     for (const auto& a : t.actions) perform(live, a);
     return;
   }
   InstanceWrite w;
-  w.id = id;
+  w.id = live.inst.id;
   w.workflow = live.inst.workflow;
   w.created_at = live.inst.created_at;
   w.created = created;
   w.events.reserve(t.events.size());
-  // Watchers see the events once they are durable, as the journal got them. A copy of the
-  // text, always: a watcher may subscribe while this write is in flight.
-  auto texts = std::make_shared<std::vector<std::string>>();
-  texts->reserve(t.events.size());
   for (const auto& e : t.events) {
     w.events.emplace_back(e.seq, event_json_text(e));
-    texts->push_back(w.events.back().second);
     if (e.type == EventType::compensation_succeeded) ++compensations_;
     if ((e.type == EventType::step_failed || e.type == EventType::compensation_failed) &&
         e.retry_at) {
@@ -525,14 +519,14 @@ void Daemon::commit(Live& live, Transition&& t, bool created, std::function<void
   if (settled_now(t)) count_settled(live);
   w.state = instance_json_text(*live.def, live.inst);
   w.terminal = is_terminal(live.inst.state);
-  const bool settled = is_settled(live.inst.state);
-  std::string state = settled ? w.state : std::string();
+  // Watchers see the events once they are durable, as the journal got them: the writer hands
+  // the write back, so that one who subscribed while it was in flight gets them too.
   writer_->submit(std::move(w),
-                  [this, id, workflow = live.inst.workflow, texts, actions = std::move(t.actions),
-                   settled, state = std::move(state), after = std::move(after)] {
-                    publish(id, workflow, *texts);
+                  [this, actions = std::move(t.actions), settled = is_settled(live.inst.state),
+                   after = std::move(after)](InstanceWrite& written) {
+                    publish(written.id, written.workflow, written.events);
                     if (after) after();
-                    on_durable(id, actions, settled, state);
+                    on_durable(written.id, actions, settled, written.state);
                   });
 }
 
@@ -644,14 +638,13 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   auto cancel = running.cancel;
   live.running.push_back(std::move(running));
   auto job = [this, type, request, cancel, id, step, phase, attempt, secrets_used]() {
-    std::string prefix = fmt::format("{} {}: ", id, request->step);
     AttemptReply reply = PluginRegistry::invoke(
-        *type, *request, *cancel, [&prefix](uint32_t level, std::string_view message) {
+        *type, *request, *cancel, [&id, &request](uint32_t level, std::string_view message) {
           auto lvl = level >= SAGA_LOG_ERROR  ? spdlog::level::err
                      : level == SAGA_LOG_WARN ? spdlog::level::warn
                      : level == SAGA_LOG_INFO ? spdlog::level::info
                                               : spdlog::level::debug;
-          spdlog::log(lvl, "{}{}", prefix, message);
+          spdlog::log(lvl, "{} {}: {}", id, request->step, message);
         });
     // What a step returns may echo a secret it was given: it is masked before the journal or
     // the log can see it.
@@ -726,7 +719,7 @@ std::optional<Waiter> Daemon::take_awaiting(uint64_t token) {
 }
 
 void Daemon::publish(const std::string& id, const std::string& workflow,
-                     const std::vector<std::string>& events) {
+                     const std::vector<std::pair<uint64_t, std::string>>& events) {
   if (watches_.empty()) return;
   std::vector<json> parsed;  // once, and only when a watcher wants them
   std::erase_if(watches_, [&](Watch& w) {
@@ -734,7 +727,7 @@ void Daemon::publish(const std::string& id, const std::string& workflow,
     if ((w.instance && *w.instance != id) || (w.workflow && *w.workflow != workflow)) return false;
     if (parsed.empty()) {
       parsed.reserve(events.size());
-      for (const auto& text : events) parsed.push_back(json::parse(text));
+      for (const auto& [seq, text] : events) parsed.push_back(json::parse(text));
     }
     for (const auto& e : parsed) {
       if (!send_event(w, id, workflow, e)) return true;

@@ -17,12 +17,12 @@ JournalWriter::~JournalWriter() {
   stop();
 }
 
-void JournalWriter::submit(InstanceWrite write, std::function<void()> on_durable) {
+void JournalWriter::submit(InstanceWrite write, OnDurable on_durable) {
   {
     std::lock_guard lock(mu_);
     if (failed_) return;
     pending_.instances.push_back(std::move(write));
-    callbacks_.push_back(std::move(on_durable));
+    callbacks_.push_back({{}, std::move(on_durable), true});
   }
   cv_.notify_one();
 }
@@ -41,7 +41,7 @@ void JournalWriter::submit_schedule(std::string key, std::optional<std::string> 
     std::lock_guard lock(mu_);
     if (failed_) return;
     pending_.schedules.emplace_back(std::move(key), std::move(record));
-    if (on_durable) callbacks_.push_back(std::move(on_durable));
+    if (on_durable) callbacks_.push_back({std::move(on_durable), {}, false});
   }
   cv_.notify_one();
 }
@@ -50,7 +50,7 @@ void JournalWriter::run() {
   pthread_setname_np(pthread_self(), "saga-journal");
   for (;;) {
     CommitBatch batch;
-    std::vector<std::function<void()>> callbacks;
+    std::vector<Callback> callbacks;
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [this] {
@@ -91,7 +91,21 @@ void JournalWriter::run() {
         stats_.recent_us[stats_.commits % kRecent] = static_cast<uint32_t>(us);
       }
     }
-    deliver_(std::move(callbacks), std::nullopt);
+    std::vector<std::function<void()>> durable;
+    durable.reserve(callbacks.size());
+    size_t next_write = 0;
+    for (Callback& c : callbacks) {
+      if (!c.instance) {
+        durable.push_back(std::move(c.fn));
+        continue;
+      }
+      InstanceWrite& written = batch.instances[next_write++];
+      if (!c.on_write) continue;
+      durable.push_back([on_write = std::move(c.on_write), written = std::move(written)]() mutable {
+        on_write(written);
+      });
+    }
+    deliver_(std::move(durable), std::nullopt);
   }
 }
 

@@ -37,8 +37,11 @@ class JournalWriter {
   JournalWriter(const JournalWriter&) = delete;
   JournalWriter& operator=(const JournalWriter&) = delete;
 
+  // Called with the write it was submitted with, once that is durable: what was journaled comes
+  // back to the submitter without a copy.
+  using OnDurable = std::function<void(InstanceWrite& written)>;
   // Any thread. `on_durable` is delivered once the write is durable, never if it fails.
-  void submit(InstanceWrite write, std::function<void()> on_durable);
+  void submit(InstanceWrite write, OnDurable on_durable);
   void submit_definition(std::string version, std::string source);
   // A schedule record (nullopt deletes it); `on_durable` may be null.
   void submit_schedule(std::string key, std::optional<std::string> record,
@@ -54,11 +57,18 @@ class JournalWriter {
   Deliver deliver_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  CommitBatch pending_;                           // guarded by mu_
-  std::vector<std::function<void()>> callbacks_;  // guarded by mu_
-  bool stopping_ = false;                         // guarded by mu_
-  bool failed_ = false;                           // guarded by mu_
-  CommitStats stats_;                             // guarded by mu_
+  CommitBatch pending_;  // guarded by mu_
+  // In submission order. An instance write's entry has `on_write` (possibly empty) and stands
+  // for the next of pending_.instances; a schedule's has `fn`.
+  struct Callback {
+    std::function<void()> fn;
+    OnDurable on_write;
+    bool instance = false;
+  };
+  std::vector<Callback> callbacks_;  // guarded by mu_
+  bool stopping_ = false;            // guarded by mu_
+  bool failed_ = false;              // guarded by mu_
+  CommitStats stats_;                // guarded by mu_
   std::thread thread_;
 };
 

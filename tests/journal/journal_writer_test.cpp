@@ -70,6 +70,7 @@ TEST_CASE("writes that arrive during a commit go into the next one, in order") {
   SlowJournal journal;
   std::mutex mu;
   std::vector<int> durable;
+  std::vector<std::string> written;  // what each callback got back, as id:state:event
   std::optional<Error> failure;
   {
     JournalWriter writer(journal,
@@ -79,7 +80,10 @@ TEST_CASE("writes that arrive during a commit go into the next one, in order") {
                            if (e) failure = e;
                          });
     for (int i = 0; i < 200; ++i) {
-      writer.submit(write("i" + std::to_string(i)), [&durable, i] { durable.push_back(i); });
+      writer.submit(write("i" + std::to_string(i)), [&durable, &written, i](InstanceWrite& w) {
+        durable.push_back(i);
+        written.push_back(w.id + ":" + w.state + ":" + w.events.at(0).second);
+      });
     }
     writer.submit_definition("v1", "name: x");
     writer.stop();
@@ -91,6 +95,10 @@ TEST_CASE("writes that arrive during a commit go into the next one, in order") {
   CHECK_FALSE(failure);
   REQUIRE(durable.size() == 200);
   for (int i = 0; i < 200; ++i) CHECK(durable[i] == i);
+  // Each callback gets its own write back, as it was submitted.
+  REQUIRE(written.size() == 200);
+  CHECK(written.front() == "i0:{}:{}");
+  CHECK(written.back() == "i199:{}:{}");
   CHECK(journal.ids.front() == "i0");
   CHECK(journal.ids.back() == "i199");
   CHECK(journal.definitions == 1);
@@ -108,9 +116,9 @@ TEST_CASE("a failed commit delivers the error and never the callbacks") {
                          for (auto& fn : done) fn();
                          if (e) failure = e;
                        });
-  writer.submit(write("a"), [&] { ++called; });
+  writer.submit(write("a"), [&](InstanceWrite&) { ++called; });
   writer.stop();
-  writer.submit(write("b"), [&] { ++called; });
+  writer.submit(write("b"), [&](InstanceWrite&) { ++called; });
   CHECK(called == 0);
   REQUIRE(failure);
   CHECK(failure->message == "disk full");
@@ -126,7 +134,8 @@ TEST_CASE("schedule records commit in submission order after the instance before
                            std::lock_guard lock(mu);
                            for (auto& fn : done) fn();
                          });
-    writer.submit(write("wf@2026-11-23T03:00:00Z"), [&] { durable.push_back("instance"); });
+    writer.submit(write("wf@2026-11-23T03:00:00Z"),
+                  [&](InstanceWrite&) { durable.push_back("instance"); });
     writer.submit_schedule("schedule/wf/0", std::string("{}"), nullptr);
     writer.submit_schedule("paused/wf", std::nullopt, [&] { durable.push_back("unpaused"); });
     writer.stop();
