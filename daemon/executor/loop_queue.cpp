@@ -2,7 +2,8 @@
 
 namespace saga {
 
-LoopQueue::LoopQueue(uv_loop_t* loop) : async_(new uv_async_t) {
+LoopQueue::LoopQueue(uv_loop_t* loop)
+    : async_(new uv_async_t), loop_thread_(std::this_thread::get_id()) {
   uv_async_init(loop, async_, &LoopQueue::on_async);
   async_->data = this;
 }
@@ -10,12 +11,15 @@ LoopQueue::LoopQueue(uv_loop_t* loop) : async_(new uv_async_t) {
 LoopQueue::~LoopQueue() = default;
 
 void LoopQueue::post(std::function<void()> fn) {
+  bool wake = true;
   {
     std::lock_guard lock(mu_);
     if (closed_) return;
     queue_.push_back(std::move(fn));
+    // The loop thread posting while it drains: the drain picks this up before it returns.
+    if (draining_ && std::this_thread::get_id() == loop_thread_) wake = false;
   }
-  uv_async_send(async_);
+  if (wake) uv_async_send(async_);
 }
 
 void LoopQueue::on_async(uv_async_t* handle) {
@@ -24,11 +28,16 @@ void LoopQueue::on_async(uv_async_t* handle) {
 
 void LoopQueue::drain() {
   std::vector<std::function<void()>> batch;
-  {
-    std::lock_guard lock(mu_);
-    batch.swap(queue_);
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      batch.swap(queue_);
+      draining_ = !batch.empty();
+      if (!draining_) return;
+    }
+    for (auto& fn : batch) fn();
+    batch.clear();  // keeps its capacity for the queue it is swapped with next
   }
-  for (auto& fn : batch) fn();
 }
 
 void LoopQueue::close() {

@@ -1,11 +1,14 @@
 // Hands work from any thread to the loop thread: a mutex-guarded queue and one uv_async_t whose
-// callback drains the whole queue, so that many sends coalesce into one wake-up.
+// callback drains the whole queue, so that many sends coalesce into one wake-up. What the loop
+// thread itself posts while draining runs in the same drain, after what was queued before it,
+// without waking the loop again.
 #pragma once
 
 #include <uv.h>
 
 #include <functional>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace saga {
@@ -32,6 +35,8 @@ class LoopQueue {
   std::mutex mu_;
   std::vector<std::function<void()>> queue_;  // guarded by mu_
   bool closed_ = false;                       // guarded by mu_
+  bool draining_ = false;                     // guarded by mu_
+  const std::thread::id loop_thread_;
 };
 
 }  // namespace saga

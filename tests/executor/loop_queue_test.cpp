@@ -1,0 +1,85 @@
+#include "executor/loop_queue.hpp"
+
+#include <uv.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <thread>
+#include <vector>
+
+using namespace saga;
+
+namespace {
+
+// A libuv loop with a LoopQueue on it, both made on the test's thread (its loop thread).
+struct Loop {
+  uv_loop_t loop{};
+  LoopQueue* queue = nullptr;
+  Loop() {
+    uv_loop_init(&loop);
+    queue = new LoopQueue(&loop);
+  }
+  bool closed = false;
+  void close() {
+    if (!closed) queue->close();
+    closed = true;
+  }
+  ~Loop() {
+    close();
+    uv_run(&loop, UV_RUN_DEFAULT);  // the handle's close callback
+    delete queue;
+    uv_loop_close(&loop);
+  }
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+  // One turn of the loop that does not block.
+  void turn() { uv_run(&loop, UV_RUN_NOWAIT); }
+};
+
+}  // namespace
+
+TEST_CASE("what the loop thread posts while draining runs in the same drain, in order") {
+  Loop l;
+  std::vector<int> order;
+  l.queue->post([&] {
+    order.push_back(1);
+    l.queue->post([&] {
+      order.push_back(3);
+      l.queue->post([&] { order.push_back(4); });
+    });
+  });
+  l.queue->post([&] { order.push_back(2); });
+  l.turn();
+  CHECK(order == std::vector<int>{1, 2, 3, 4});
+  // Nothing was left for a later turn.
+  l.turn();
+  CHECK(order.size() == 4);
+}
+
+TEST_CASE("a post from another thread wakes the loop, also while the loop thread drains") {
+  Loop l;
+  std::atomic<int> ran{0};
+  std::atomic<bool> posted{false};
+  l.queue->post([&] {
+    ++ran;
+    // Another thread posts during this drain: it must not wait for the loop thread's next
+    // post to be run.
+    std::thread([&] {
+      l.queue->post([&] { ++ran; });
+      posted = true;
+    }).join();
+  });
+  l.turn();
+  REQUIRE(posted);
+  for (int i = 0; i < 100 && ran < 2; ++i) uv_run(&l.loop, UV_RUN_ONCE);
+  CHECK(ran == 2);
+}
+
+TEST_CASE("posts after close are dropped") {
+  Loop l;
+  int ran = 0;
+  l.queue->post([&] { ++ran; });
+  l.close();
+  l.queue->post([&] { ++ran; });
+  CHECK(ran == 1);
+}
