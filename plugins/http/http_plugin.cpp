@@ -4,7 +4,13 @@
 // cache in the handle, so a thread's next request to the same server reuses the connection.
 // The transfer is bounded by the step's `timeout` and the attempt's deadline, and stops when
 // the attempt is cancelled.
+//
+// libcurl, and the TLS and protocol libraries it brings (5 MiB of sagad's resident memory), is
+// loaded at the first request rather than with the plugin: a daemon whose workflows never make
+// an HTTP request does not carry it.
 #include <curl/curl.h>
+
+#include <boost/dll/shared_library.hpp>
 
 #include <algorithm>
 #include <array>
@@ -21,6 +27,7 @@
 #include <saga/step.hpp>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -174,25 +181,79 @@ std::expected<Request, std::string> parse_request(const json& params) {
   return req;
 }
 
-// The calling thread's handle, reset to defaults but keeping its open connections.
-CURL* thread_handle() {
-  static std::once_flag global_init;
-  // Never cleaned up: the plugin is never unloaded, and other threads may be mid-transfer.
-  std::call_once(global_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+// The libcurl functions this plugin calls, from the library loaded at the first request.
+struct Curl {
+  boost::dll::shared_library library;
+  CURLcode (*global_init)(long flags) = nullptr;
+  CURL* (*easy_init)() = nullptr;
+  void (*easy_cleanup)(CURL* curl) = nullptr;
+  void (*easy_reset)(CURL* curl) = nullptr;
+  CURLcode (*easy_setopt)(CURL* curl, CURLoption option, ...) = nullptr;
+  CURLcode (*easy_perform)(CURL* curl) = nullptr;
+  CURLcode (*easy_getinfo)(CURL* curl, CURLINFO info, ...) = nullptr;
+  const char* (*easy_strerror)(CURLcode code) = nullptr;
+  curl_slist* (*slist_append)(curl_slist* list, const char* line) = nullptr;
+  void (*slist_free_all)(curl_slist* list) = nullptr;
+};
 
+// libcurl's soname on Debian (package libcurl4), the ABI of every libcurl since 7.16.
+constexpr const char* kLibcurl = "libcurl.so.4";
+
+std::expected<Curl, std::string> load_curl() {
+  try {
+    Curl c;
+    c.library.load(kLibcurl, boost::dll::load_mode::search_system_folders);
+    auto bind = [&c](auto& fn, const char* name) {
+      fn = &c.library.get<std::remove_pointer_t<std::remove_reference_t<decltype(fn)>>>(name);
+    };
+    bind(c.global_init, "curl_global_init");
+    bind(c.easy_init, "curl_easy_init");
+    bind(c.easy_cleanup, "curl_easy_cleanup");
+    bind(c.easy_reset, "curl_easy_reset");
+    bind(c.easy_setopt, "curl_easy_setopt");
+    bind(c.easy_perform, "curl_easy_perform");
+    bind(c.easy_getinfo, "curl_easy_getinfo");
+    bind(c.easy_strerror, "curl_easy_strerror");
+    bind(c.slist_append, "curl_slist_append");
+    bind(c.slist_free_all, "curl_slist_free_all");
+    if (c.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+      return std::unexpected(std::string("curl_global_init failed"));
+    }
+    return c;
+  } catch (const std::exception& e) {
+    return std::unexpected(std::string(e.what()));
+  }
+}
+
+// Loaded once, by the first request, and kept: the plugin is never unloaded, and other threads
+// may be mid-transfer. nullptr, with the reason in `why`, when libcurl cannot be loaded.
+const Curl* curl_library(std::string& why) {
+  static const std::expected<Curl, std::string> loaded = load_curl();
+  if (!loaded) {
+    why = "cannot load " + std::string(kLibcurl) + " (" + loaded.error() +
+          "); install Debian's libcurl4 package";
+    return nullptr;
+  }
+  return &*loaded;
+}
+
+// The calling thread's handle, reset to defaults but keeping its open connections.
+CURL* thread_handle(const Curl& curl) {
   struct Handle {
-    CURL* curl = nullptr;
+    const Curl* curl = nullptr;
+    CURL* handle = nullptr;
     ~Handle() {
-      if (curl != nullptr) curl_easy_cleanup(curl);
+      if (handle != nullptr) curl->easy_cleanup(handle);
     }
   };
-  thread_local Handle handle;
-  if (handle.curl == nullptr) {
-    handle.curl = curl_easy_init();
+  thread_local Handle h;
+  if (h.handle == nullptr) {
+    h.curl = &curl;
+    h.handle = curl.easy_init();
   } else {
-    curl_easy_reset(handle.curl);
+    curl.easy_reset(h.handle);
   }
-  return handle.curl;
+  return h.handle;
 }
 
 // What the callbacks collect during one transfer. Lives on the stack of perform().
@@ -239,12 +300,13 @@ int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
 }
 
 struct SlistFree {
-  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
+  const Curl* curl;
+  void operator()(curl_slist* list) const { curl->slist_free_all(list); }
 };
 using Slist = std::unique_ptr<curl_slist, SlistFree>;
 
-bool append(Slist& list, const std::string& line) {
-  curl_slist* grown = curl_slist_append(list.get(), line.c_str());
+bool append(const Curl& curl, Slist& list, const std::string& line) {
+  curl_slist* grown = curl.slist_append(list.get(), line.c_str());
   if (grown == nullptr) return false;
   list.release();
   list.reset(grown);
@@ -271,57 +333,61 @@ Result perform(saga::Context& ctx) {
     budget = std::min(budget, left);
   }
 
-  CURL* curl = thread_handle();
+  std::string why;
+  const Curl* lib = curl_library(why);
+  if (lib == nullptr) return Result::fail(target + ": " + why);
+  const Curl& api = *lib;
+  CURL* curl = thread_handle(api);
   if (curl == nullptr) return Result::retry(target + ": cannot create a libcurl handle");
 
-  Slist headers;
+  Slist headers(nullptr, SlistFree{&api});
   // libcurl would otherwise wait for "100 Continue" before sending a large body: one more
   // round trip for servers that never send it.
-  bool headers_ok = append(headers, "Expect:");
+  bool headers_ok = append(api, headers, "Expect:");
   if (req->body_is_json && !req->has_content_type) {
-    headers_ok = headers_ok && append(headers, "Content-Type: application/json");
+    headers_ok = headers_ok && append(api, headers, "Content-Type: application/json");
   }
-  for (const std::string& h : req->headers) headers_ok = headers_ok && append(headers, h);
+  for (const std::string& h : req->headers) headers_ok = headers_ok && append(api, headers, h);
   if (!headers_ok) return Result::retry(target + ": out of memory building headers");
 
   Transfer t{ctx, {}, false, {}};
   char error[CURL_ERROR_SIZE] = "";
-  curl_easy_setopt(curl, CURLOPT_URL, req->url.c_str());
+  api.easy_setopt(curl, CURLOPT_URL, req->url.c_str());
   // A workflow's URL is often templated from data: never let it name file:// or the like.
-  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  api.easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
   // Signals cannot be used for timeouts on a worker thread of a multithreaded daemon.
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(budget.count()));
-  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
-  curl_easy_setopt(curl, CURLOPT_USERAGENT, "saga-http/1.0");
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &on_body);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &on_header);
-  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &t);
-  curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, &on_progress);
-  curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &t);
+  api.easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  api.easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(budget.count()));
+  api.easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
+  api.easy_setopt(curl, CURLOPT_USERAGENT, "saga-http/1.0");
+  api.easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
+  api.easy_setopt(curl, CURLOPT_WRITEFUNCTION, &on_body);
+  api.easy_setopt(curl, CURLOPT_WRITEDATA, &t);
+  api.easy_setopt(curl, CURLOPT_HEADERFUNCTION, &on_header);
+  api.easy_setopt(curl, CURLOPT_HEADERDATA, &t);
+  api.easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+  api.easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, &on_progress);
+  api.easy_setopt(curl, CURLOPT_XFERINFODATA, &t);
 
   if (req->body || req->method == "POST") {
     // A POST without a body still sends "Content-Length: 0", as servers expect.
     const std::string& body = req->body ? *req->body : req->body.emplace();
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
-    curl_easy_setopt(curl, CURLOPT_COPYPOSTFIELDS, body.c_str());
-    if (req->method != "POST") curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method.c_str());
+    api.easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    api.easy_setopt(curl, CURLOPT_COPYPOSTFIELDS, body.c_str());
+    if (req->method != "POST") api.easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method.c_str());
   } else if (req->method == "HEAD") {
-    curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+    api.easy_setopt(curl, CURLOPT_NOBODY, 1L);
   } else if (req->method != "GET") {
-    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method.c_str());
+    api.easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method.c_str());
   }
 
-  const CURLcode rc = curl_easy_perform(curl);
+  const CURLcode rc = api.easy_perform(curl);
   // The handle outlives this call; it must not keep pointers into this frame.
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
-  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, nullptr);
+  api.easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
+  api.easy_setopt(curl, CURLOPT_ERRORBUFFER, nullptr);
 
   if (rc != CURLE_OK) {
-    const std::string detail = error[0] != '\0' ? error : curl_easy_strerror(rc);
+    const std::string detail = error[0] != '\0' ? error : api.easy_strerror(rc);
     switch (rc) {
       case CURLE_ABORTED_BY_CALLBACK:
         return Result::retry(target + ": cancelled");
@@ -343,7 +409,7 @@ Result perform(saga::Context& ctx) {
   }
 
   long status = 0;
-  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  api.easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
 
   json headers_out = json::object();
   for (const auto& [name, value] : t.headers) headers_out[valid_utf8(name)] = valid_utf8(value);

@@ -40,6 +40,11 @@ def serve():
     return server
 
 
+def libcurl_mapped(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return "libcurl" in f.read()
+
+
 def test_image_pipeline_compensates_http_and_exec_steps(daemon):
     anonymizer, model = serve(), serve()
     try:
@@ -49,6 +54,9 @@ def test_image_pipeline_compensates_http_and_exec_steps(daemon):
         text = text.replace("127.0.0.1:8082", f"127.0.0.1:{model.server_port}")
         daemon.add_workflow("image-pipeline.yaml", text)
         daemon.start()
+        # The http plugin is loaded, but libcurl (and the TLS libraries it brings) only with
+        # the first request: a daemon that makes none does not carry them.
+        assert not libcurl_mapped(daemon.proc.pid)
         code, out = daemon.ctl_json("start", "image-pipeline", "--input",
                                     '{"image": "scan-7.png"}', "--wait")
         assert code == 1
@@ -65,6 +73,7 @@ def test_image_pipeline_compensates_http_and_exec_steps(daemon):
         assert ("DELETE", "/anonymized/anon-scan-7.png", None) in Fake.seen
         posted = [b for m, p, b in Fake.seen if p == "/anonymize"]
         assert posted == [{"image": "scan-7.png", "request": out["id"]}]
+        assert libcurl_mapped(daemon.proc.pid)
     finally:
         anonymizer.shutdown()
         model.shutdown()
