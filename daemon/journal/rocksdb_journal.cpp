@@ -218,13 +218,13 @@ Tuning tuned_options() {
   // One flush and one compaction at a time are plenty for a journal written at fsync speed, and
   // leave the cores to the steps.
   t.db.max_background_jobs = 2;
-  // Each memtable below may reach 4 MiB and 9 column families could add up to 72 MiB; this caps
-  // the sum, flushing the largest column family when it is reached. Writing 60k instances of 8
-  // events peaked at 55 MB RSS with 16 MiB here and 8 MiB memtables, at about 40 MB with these
-  // (10 MB of which the process had before opening the journal). Half of each (4 MiB, 2 MiB
-  // memtables) saved 3 MiB of RSS in `make bench` but doubled the background threads' CPU per
-  // instance (more flushes, and overwritten states flushed before they were overwritten).
-  t.db.db_write_buffer_size = 8 << 20;
+  // Each memtable below may reach 3 MiB and 9 column families could add up to 54 MiB; this caps
+  // the sum, flushing the largest column family when it is reached. It is most of what sagad's
+  // RSS grows by under load: `make bench` measured 32 MiB during saga3 at C=32 with 8 MiB here
+  // (4 MiB memtables) and 30 MiB with 6 MiB (3 MiB), for 20 to 30% more background CPU per
+  // instance (more, smaller flushes; overwritten states flushed before they were overwritten).
+  // 4 MiB with 2 MiB memtables doubled it.
+  t.db.db_write_buffer_size = 6 << 20;
   // Rarely written column families (definitions, meta) would otherwise pin old WAL files until
   // their memtable fills, letting the WAL grow to 4x the sum of all write buffers.
   t.db.max_total_wal_size = 32 << 20;
@@ -235,9 +235,9 @@ Tuning tuned_options() {
   t.db.max_log_file_size = 4 << 20;
   t.db.keep_log_file_num = 3;
 
-  // 4 MiB per memtable: a busy column family (instances, history) still flushes files of a useful
+  // 3 MiB per memtable: a busy column family (instances, history) still flushes files of a useful
   // size; two of them so that writes go on while one is being flushed.
-  t.cf.write_buffer_size = 4 << 20;
+  t.cf.write_buffer_size = 3 << 20;
   t.cf.max_write_buffer_number = 2;
   // The newest levels are rewritten soon by compaction: compressing them costs CPU that the
   // commits share and saves little disk. Deeper levels, where old instances settle, compress.
