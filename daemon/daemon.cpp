@@ -24,6 +24,7 @@
 
 #include "control/control_server.hpp"
 #include "engine/engine.hpp"
+#include "engine/json_text.hpp"
 #include "executor/executor.hpp"
 #include "executor/loop_queue.hpp"
 #include "journal/journal_writer.hpp"
@@ -590,33 +591,51 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
              "--plugins directory");
     return;
   }
+  // What the steps before returned, as the step's SAGA steps JSON; as a tree too only when the
+  // step's `with` has something to render (most noop and exec steps have nothing).
+  const bool templated = !inv.with.is_null() && !(inv.with.is_object() && inv.with.empty());
   json steps = json::object();
-  for (uint32_t i = 0; i < live.inst.steps.size(); ++i) {
-    if (!live.inst.steps[i].output.is_null()) {
-      steps[def.steps[i].name] = {{"output", live.inst.steps[i].output}};
+  std::string steps_json;
+  {
+    JsonText text(steps_json);
+    text.begin_object();
+    for (uint32_t i = 0; i < live.inst.steps.size(); ++i) {
+      const json& output = live.inst.steps[i].output;
+      if (output.is_null()) continue;
+      text.member(def.steps[i].name).begin_object().key("output").value(output).end_object();
+      if (templated) steps[def.steps[i].name] = {{"output", output}};
     }
+    text.end_object();
   }
-  TemplateScope scope;
-  scope.input = &live.inst.input;
-  scope.steps = &steps;
-  scope.instance_id = id;
-  scope.workflow = def.name;
-  // A fire's id carries its time (DESIGN §3 schedules); only a workflow with that schedule has it.
-  if (auto fire = parse_fire_id(id);
-      fire && fire->workflow == def.name && fire->index < def.schedules.size()) {
-    scope.schedule_fire_time =
-        date::format("%FT%TZ", std::chrono::floor<std::chrono::seconds>(fire->fire));
-  }
-  auto secrets_used = std::make_shared<std::vector<std::string>>();
-  scope.secret = [this, secrets_used](const std::string& name) {
-    auto value = read_secret(secrets_dir_, name);
-    if (value && !value->empty()) secrets_used->push_back(*value);
-    return value;
-  };
-  auto rendered = render_templates(inv.with, scope);
-  if (!rendered) {
-    fail_now(rendered.error().message);
-    return;
+  std::string params_json;
+  std::shared_ptr<std::vector<std::string>> secrets_used;
+  if (!templated) {
+    params_json = inv.with.dump();
+  } else {
+    TemplateScope scope;
+    scope.input = &live.inst.input;
+    scope.steps = &steps;
+    scope.instance_id = id;
+    scope.workflow = def.name;
+    // A fire's id carries its time (DESIGN §3 schedules); only a workflow with that schedule has
+    // it.
+    if (auto fire = parse_fire_id(id);
+        fire && fire->workflow == def.name && fire->index < def.schedules.size()) {
+      scope.schedule_fire_time =
+          date::format("%FT%TZ", std::chrono::floor<std::chrono::seconds>(fire->fire));
+    }
+    secrets_used = std::make_shared<std::vector<std::string>>();
+    scope.secret = [this, secrets_used](const std::string& name) {
+      auto value = read_secret(secrets_dir_, name);
+      if (value && !value->empty()) secrets_used->push_back(*value);
+      return value;
+    };
+    auto rendered = render_templates(inv.with, scope);
+    if (!rendered) {
+      fail_now(rendered.error().message);
+      return;
+    }
+    params_json = rendered->value.dump();
   }
   auto request = std::make_shared<AttemptRequest>();
   request->instance_id = id;
@@ -625,9 +644,9 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   request->idempotency_key = id + "/" + sd.name;
   request->attempt = attempt;
   request->phase = phase == Phase::run ? SAGA_PHASE_RUN : SAGA_PHASE_COMPENSATE;
-  request->params_json = rendered->value.dump();
+  request->params_json = std::move(params_json);
   request->input_json = live.inst.input.dump();
-  request->steps_json = steps.dump();
+  request->steps_json = std::move(steps_json);
 
   RunningAttempt running{step, phase, attempt, std::make_shared<std::atomic<bool>>(false), {}};
   if (sd.timeout) {
@@ -648,7 +667,9 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
         });
     // What a step returns may echo a secret it was given: it is masked before the journal or
     // the log can see it.
-    for (const auto& secret : *secrets_used) mask(reply.data, secret);
+    if (secrets_used) {
+      for (const auto& secret : *secrets_used) mask(reply.data, secret);
+    }
     return std::function<void()>([this, id, step, phase, attempt, reply = std::move(reply)] {
       AttemptResult r{step, phase, attempt, Outcome::retry, nullptr, {}};
       switch (reply.outcome) {

@@ -86,6 +86,13 @@ class JsonText {
     after_key_ = true;
     return *this;
   }
+  // The next value is the member `name`, a name known only at run time (a step's, say).
+  JsonText& member(std::string_view name) {
+    string(name);
+    out_.push_back(':');
+    after_key_ = true;
+    return *this;
+  }
   JsonText& string(std::string_view s) {
     separate();
     if (std::all_of(s.begin(), s.end(),

@@ -1,0 +1,51 @@
+"""What a step receives through the plugin ABI when sagad runs it: earlier steps' outputs,
+the instance input and its parameters, with and without templates."""
+import os
+import shutil
+
+from conftest import BUILD
+
+CONTEXT_PLUGIN = os.path.join(BUILD, "tests", "fixtures", "context_plugin.so")
+
+
+def test_a_step_gets_earlier_outputs_input_and_rendered_params(daemon, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    shutil.copy(CONTEXT_PLUGIN, plugins)
+    daemon.extra_args = ["--plugins", str(plugins)]
+    daemon.add_workflow("ctx.yaml", """
+name: ctx
+steps:
+  - name: first
+    uses: testing.echo
+    with: {n: 7, tag: "${{ input.tag }}"}
+  - name: plain
+    uses: context.report
+  - name: rendered
+    uses: testing.echo
+    with: {n: "${{ steps.first.output.n }}", by: "${{ steps.plain.output.step }}",
+           id: "${{ instance.id }}"}
+  - name: last
+    uses: context.report
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "ctx", "--input", '{"tag": "x\\"y"}', "--wait")
+    assert code == 0, out
+    steps = {s["name"]: s for s in out["instance"]["steps"]}
+    assert steps["first"]["output"] == {"n": 7, "tag": 'x"y'}
+
+    # Without `with`: no parameters, and the outputs so far as {"NAME": {"output": ...}}.
+    plain = steps["plain"]["output"]
+    assert plain["params"] == {}
+    assert plain["input"] == {"tag": 'x"y'}
+    assert plain["steps"] == {"first": {"output": {"n": 7, "tag": 'x"y'}}}
+    assert plain["idempotency_key"] == f"{out['id']}/plain"
+
+    # Templates render from the same outputs.
+    assert steps["rendered"]["output"] == {"n": 7, "by": "plain", "id": out["id"]}
+
+    # Every earlier output, in order of the steps or not, is there for the last step.
+    last = steps["last"]["output"]
+    assert set(last["steps"]) == {"first", "plain", "rendered"}
+    assert last["steps"]["rendered"] == {"output": {"n": 7, "by": "plain", "id": out["id"]}}
+    assert last["steps"]["plain"]["output"]["steps"] == plain["steps"]
