@@ -11,15 +11,18 @@ LoopQueue::LoopQueue(uv_loop_t* loop)
 LoopQueue::~LoopQueue() = default;
 
 void LoopQueue::post(std::function<void()> fn) {
-  bool wake = true;
+  // The loop thread posting while it drains: the drain runs this before it returns. Only the
+  // loop thread touches local_, and only while draining_ is set, which only it sets.
+  if (draining_ && std::this_thread::get_id() == loop_thread_) {
+    local_.push_back(std::move(fn));
+    return;
+  }
   {
     std::lock_guard lock(mu_);
     if (closed_) return;
     queue_.push_back(std::move(fn));
-    // The loop thread posting while it drains: the drain picks this up before it returns.
-    if (draining_ && std::this_thread::get_id() == loop_thread_) wake = false;
   }
-  if (wake) uv_async_send(async_);
+  uv_async_send(async_);
 }
 
 void LoopQueue::on_async(uv_async_t* handle) {
@@ -28,16 +31,19 @@ void LoopQueue::on_async(uv_async_t* handle) {
 
 void LoopQueue::drain() {
   std::vector<std::function<void()>> batch;
-  for (;;) {
-    {
-      std::lock_guard lock(mu_);
-      batch.swap(queue_);
-      draining_ = !batch.empty();
-      if (!draining_) return;
-    }
-    for (auto& fn : batch) fn();
-    batch.clear();  // keeps its capacity for the queue it is swapped with next
+  {
+    std::lock_guard lock(mu_);
+    batch.swap(queue_);
   }
+  // What other threads post meanwhile waits for the next loop turn (their post woke it), so that
+  // a busy writer thread cannot keep the loop from its sockets; what this drain posts runs now.
+  draining_ = true;
+  while (!batch.empty()) {
+    for (auto& fn : batch) fn();
+    batch.clear();
+    batch.swap(local_);
+  }
+  draining_ = false;
 }
 
 void LoopQueue::close() {

@@ -1,11 +1,13 @@
 // Hands work from any thread to the loop thread: a mutex-guarded queue and one uv_async_t whose
 // callback drains the whole queue, so that many sends coalesce into one wake-up. What the loop
 // thread itself posts while draining runs in the same drain, after what was queued before it,
-// without waking the loop again.
+// without waking the loop again; what other threads post during a drain waits for the next loop
+// turn.
 #pragma once
 
 #include <uv.h>
 
+#include <atomic>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -35,7 +37,11 @@ class LoopQueue {
   std::mutex mu_;
   std::vector<std::function<void()>> queue_;  // guarded by mu_
   bool closed_ = false;                       // guarded by mu_
-  bool draining_ = false;                     // guarded by mu_
+  // Loop thread only: set while drain() runs, and what the loop thread posts meanwhile.
+  // draining_ is atomic only because post() reads it on any thread; other threads always see
+  // it false or fail the thread check.
+  std::atomic<bool> draining_{false};
+  std::vector<std::function<void()>> local_;
   const std::thread::id loop_thread_;
 };
 
