@@ -1,6 +1,15 @@
 #include "executor/loop_queue.hpp"
 
+#include <algorithm>
+#include <chrono>
+#include <iterator>
+
 namespace saga {
+
+namespace {
+// How long a drain goes on with what it posts itself before leaving it to the next loop turn.
+constexpr auto kShortDrain = std::chrono::milliseconds(1);
+}  // namespace
 
 LoopQueue::LoopQueue(uv_loop_t* loop)
     : async_(new uv_async_t), loop_thread_(std::this_thread::get_id()) {
@@ -30,17 +39,29 @@ void LoopQueue::on_async(uv_async_t* handle) {
 }
 
 void LoopQueue::drain() {
+  const auto started = std::chrono::steady_clock::now();
   std::vector<std::function<void()>> batch;
   {
     std::lock_guard lock(mu_);
     batch.swap(queue_);
   }
-  // What other threads post meanwhile waits for the next loop turn (their post woke it), so that
-  // a busy writer thread cannot keep the loop from its sockets; what this drain posts runs now.
+  // What other threads post meanwhile waits for the next loop turn (their post woke it), and so
+  // does what this drain posts once it has run for kShortDrain: the loop gets back to its
+  // sockets between long drains.
   draining_ = true;
   while (!batch.empty()) {
     for (auto& fn : batch) fn();
     batch.clear();
+    if (local_.empty()) break;
+    if (std::chrono::steady_clock::now() - started >= kShortDrain) {
+      {
+        std::lock_guard lock(mu_);
+        if (!closed_) std::move(local_.begin(), local_.end(), std::back_inserter(queue_));
+      }
+      local_.clear();
+      uv_async_send(async_);
+      break;
+    }
     batch.swap(local_);
   }
   draining_ = false;

@@ -1,8 +1,8 @@
 // Hands work from any thread to the loop thread: a mutex-guarded queue and one uv_async_t whose
 // callback drains the whole queue, so that many sends coalesce into one wake-up. What the loop
-// thread itself posts while draining runs in the same drain, after what was queued before it,
-// without waking the loop again; what other threads post during a drain waits for the next loop
-// turn.
+// thread itself posts while a short drain runs (under a millisecond so far) runs in the same
+// drain, after what was queued before it, without waking the loop again; what other threads
+// post during a drain, and what a long drain posts, waits for the next loop turn.
 #pragma once
 
 #include <uv.h>
