@@ -77,6 +77,8 @@ struct Live {
   std::vector<RunningAttempt> running;
   std::vector<Waiter> waiters;  // `start --wait` callers
   std::optional<Timers::iterator> deadline;
+  // The state its journal record was last written in (see InstanceWrite::state).
+  InstanceState recorded = InstanceState::running;
 };
 
 // A `watch` subscription: the connection gets every durable event that matches, as `event`
@@ -437,6 +439,9 @@ void Daemon::recover_instances() {
       }
       Live& ref = add_live(r.id, r.def);
       ref.inst = std::move(*r.inst);
+      // The journal wrote the record at each change of state, the last of which the history
+      // replayed.
+      ref.recorded = ref.inst.state;
       commit(ref, recover(*ref.def, ref.inst, now_ms()), false);
       ++resumed;
     }
@@ -518,17 +523,21 @@ void Daemon::commit(Live& live, Transition&& t, bool created, std::function<void
     if (e.type == EventType::instance_started) ++stats_[live.inst.workflow].started;
   }
   if (settled_now(t)) count_settled(live);
-  w.state = instance_json_text(*live.def, live.inst);
+  // The record follows the instance's state; a settled one is also what waiters are answered with.
+  const bool settled = is_settled(live.inst.state);
+  if (created || settled || live.inst.state != live.recorded) {
+    w.state = instance_json_text(*live.def, live.inst);
+    live.recorded = live.inst.state;
+  }
   w.terminal = is_terminal(live.inst.state);
   // Watchers see the events once they are durable, as the journal got them: the writer hands
   // the write back, so that one who subscribed while it was in flight gets them too.
-  writer_->submit(std::move(w),
-                  [this, actions = std::move(t.actions), settled = is_settled(live.inst.state),
-                   after = std::move(after)](InstanceWrite& written) {
-                    publish(written.id, written.workflow, written.events);
-                    if (after) after();
-                    on_durable(written.id, actions, settled, written.state);
-                  });
+  writer_->submit(std::move(w), [this, actions = std::move(t.actions), settled,
+                                 after = std::move(after)](InstanceWrite& written) {
+    publish(written.id, written.workflow, written.events);
+    if (after) after();
+    on_durable(written.id, actions, settled, written.state);
+  });
 }
 
 void Daemon::on_durable(const std::string& id, const std::vector<Action>& actions, bool settled,
@@ -1011,8 +1020,18 @@ void Daemon::handle_list(ControlServer::Call& call) {
   }
   auto page = journal_->list(filter);
   if (!page) return reply_error(call, page.error());
+  // The journal's record has the state and the workflow the filters need; an instance still
+  // live is shown as it is now, with the steps it has made since its state last changed (unless
+  // a change of state is on its way to the journal: then the record is what was matched).
   json instances = json::array();
-  for (const auto& text : page->states) instances.push_back(json::parse(text));
+  for (const auto& text : page->states) {
+    json record = json::parse(text);
+    if (Live* live = find_live(record.value("id", ""))) {
+      json now = instance_to_json(*live->def, live->inst);
+      if (now.value("state", "") == record.value("state", "")) record = std::move(now);
+    }
+    instances.push_back(std::move(record));
+  }
   ControlServer::reply(call.conn, call.id,
                        {{"instances", std::move(instances)},
                         {"next_cursor", page->next_cursor ? json(*page->next_cursor) : json()}});

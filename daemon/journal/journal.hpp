@@ -18,15 +18,21 @@
 
 namespace saga {
 
-// One instance's share of a commit: its new events and its new current state.
+// One instance's share of a commit: its new events and, when the instance as a whole changed
+// state, its new state record.
 struct InstanceWrite {
   std::string id;
   std::string workflow;
   TimePoint created_at{};
   bool created = false;  // first write of this instance: index it for list()
   std::vector<std::pair<uint64_t, std::string>> events;  // seq, event JSON
-  std::string state;                                     // the instance JSON (DESIGN §7 shape)
-  bool terminal = false;                                 // no longer needs recovery
+  // The instance JSON (DESIGN §7 shape), or empty to leave the record as it is. A writer gives
+  // it at creation and whenever the instance's state changes, so that the record's `state` is
+  // always current while its steps may lag behind the history (which alone rebuilds an
+  // instance); a step's progress costs one small history record instead of rewriting the
+  // whole instance.
+  std::string state;
+  bool terminal = false;  // no longer needs recovery
 };
 
 struct CommitBatch {
@@ -57,7 +63,7 @@ class Journal {
   // durability. Safe to call from one writer thread while the loop thread reads.
   virtual Result<void> commit(const CommitBatch& batch) = 0;
 
-  // The current state JSON of an instance, or nullopt.
+  // The state record of an instance (see InstanceWrite::state), or nullopt.
   virtual Result<std::optional<std::string>> load_state(const std::string& id) = 0;
   // Every event JSON of an instance, in seq order.
   virtual Result<std::vector<std::string>> load_history(const std::string& id) = 0;

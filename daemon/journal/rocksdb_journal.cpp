@@ -36,7 +36,7 @@ constexpr std::string_view kFormatKey = "format_version";
 // Index into RocksDbJournal::cfs_; kCfNames gives the column family of each.
 enum Cf : size_t {
   kDefault,      // unused, but RocksDB always has it
-  kInstances,    // id -> state JSON
+  kInstances,    // id -> state JSON, as of the instance's last change of state
   kHistory,      // id '\0' be64(seq of its first event) -> a transition's event JSONs, '\n' apart
   kActive,       // id -> "" while the instance is not terminal
   kByCreated,    // be64(created ms) id -> "", for list() and expired()
@@ -362,10 +362,16 @@ class RocksDbJournal final : public Journal {
                               "\" cannot be journaled: ids must be non-empty "
                               "and free of NUL");
       }
+      if (w.created && w.state.empty()) {
+        return make_error(ErrorCode::invalid_argument,
+                          "instance " + w.id +
+                              " cannot be journaled: its creating write has no "
+                              "state record");
+      }
       if (!w.events.empty()) {
         wb.put(kHistory, history_key(w.id, w.events.front().first), history_value(w.events));
       }
-      wb.put(kInstances, w.id, w.state);
+      if (!w.state.empty()) wb.put(kInstances, w.id, w.state);
       // In the active set from the creating write to the terminal one.
       if (w.terminal) {
         wb.del(kActive, w.id);

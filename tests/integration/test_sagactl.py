@@ -199,6 +199,52 @@ def test_list_filters_and_cursor_pagination(daemon):
     assert r.returncode == 0 and r.stdout == "no instances\n"
 
 
+PROGRESS = """
+name: progress
+steps:
+  - {name: a, uses: testing.noop, compensate: {uses: testing.noop}}
+  - {name: b, uses: testing.sleep, with: {ms: 600000}}
+  - {name: c, uses: testing.noop}
+"""
+
+
+def listed(daemon, *args):
+    code, doc = daemon.ctl_json("list", *args)
+    assert code == 0, doc
+    return {i["id"]: i for i in doc["instances"]}
+
+
+def step_states(instance):
+    return [s["state"] for s in instance["steps"]]
+
+
+def test_list_shows_an_instance_as_it_is_now_also_after_a_crash(daemon):
+    # The journal rewrites an instance's record when its state changes, not at every step: list
+    # must still show the steps an instance has made since.
+    daemon.add_workflow("progress.yaml", PROGRESS)
+    daemon.start()
+    assert daemon.ctl("start", "progress", "--id", "p-1").returncode == 0
+    daemon.wait_for("p-1", lambda d: step_states(d)[1] == "running")
+    now = listed(daemon, "--state", "running")["p-1"]
+    assert step_states(now) == ["succeeded", "running", "pending"]
+    assert now == {**daemon.inspect("p-1"), "updated_at": now["updated_at"]}
+
+    daemon.kill()
+    daemon.start()
+    daemon.wait_for("p-1", lambda d: step_states(d)[1] == "running" and d["steps"][1]["attempts"] == 2)
+    assert step_states(listed(daemon, "--workflow", "progress")["p-1"]) == ["succeeded", "running",
+                                                                           "pending"]
+    assert "p-1" not in listed(daemon, "--state", "compensated")
+
+    assert daemon.ctl("cancel", "p-1").returncode == 0
+    done = daemon.wait_for("p-1", lambda d: d["state"] == "compensated")
+    assert listed(daemon, "--state", "compensated")["p-1"] == done
+    assert "p-1" not in listed(daemon, "--state", "running")
+    daemon.stop()
+    daemon.start()
+    assert listed(daemon)["p-1"] == done
+
+
 def watch_proc(daemon, *args):
     return subprocess.Popen([SAGACTL, "--socket", daemon.socket, "watch", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -256,6 +256,48 @@ TEST_CASE("a transition's events are one history record and read back one by one
   CHECK(scanned.front() == event_json(1));
 }
 
+TEST_CASE("a write without a state record appends history and leaves the record as it was") {
+  TempDir dir;
+  {
+    auto j = open_ok(dir.path);
+    CommitBatch b;
+    b.instances.push_back(
+        instance_write("a", 1, state_json("a", "running", "wf", "t1"), false, 1, 2, true));
+    commit_ok(*j, b);
+    CommitBatch progress;
+    progress.instances.push_back(instance_write("a", 1, "", false, 3, 2, false));
+    commit_ok(*j, progress);
+    CHECK(*j->load_state("a") == state_json("a", "running", "wf", "t1"));
+    CHECK(j->load_history("a")->size() == 4);
+    CHECK(ids_of(*j->list({})) == std::vector<std::string>{"a"});
+    CommitBatch done;
+    done.instances.push_back(
+        instance_write("a", 1, state_json("a", "completed", "wf", "t3"), true, 5, 1, false));
+    commit_ok(*j, done);
+  }
+  // The record only changed with the state: two records, three transitions.
+  CHECK(raw_keys(dir.path, "history").size() == 3);
+  auto j = open_ok(dir.path);
+  CHECK(*j->load_state("a") == state_json("a", "completed", "wf", "t3"));
+  CHECK(j->load_history("a")->size() == 5);
+  CHECK(active_ids(*j).empty());
+}
+
+TEST_CASE("a creating write without a state record is refused and nothing of its batch lands") {
+  TempDir dir;
+  auto j = open_ok(dir.path);
+  CommitBatch b;
+  b.instances.push_back(instance_write("a", 1, state_json("a", "running"), false, 1, 1, true));
+  b.instances.push_back(instance_write("b", 2, "", false, 1, 1, true));
+  auto r = j->commit(b);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().message ==
+        "instance b cannot be journaled: its creating write has no state "
+        "record");
+  CHECK_FALSE(*j->load_state("a"));
+  CHECK(active_ids(*j).empty());
+}
+
 TEST_CASE("recovery's scan gives each active instance its whole history, in id order") {
   TempDir dir;
   auto j = open_ok(dir.path);
