@@ -70,6 +70,21 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
   void send_line(std::string line) {
     if (closing_) return;
     line += '\n';
+    // Most replies fit in the socket buffer at once: written here, they need no write request,
+    // and libuv no change of what it polls for when the request completes (an epoll_ctl each).
+    if (queued_ == 0) {
+      uv_buf_t buf = uv_buf_init(line.data(), static_cast<unsigned>(line.size()));
+      int n = uv_try_write(reinterpret_cast<uv_stream_t*>(pipe_), &buf, 1);
+      if (n == static_cast<int>(line.size())) {
+        if (close_after_write_) shutdown();
+        return;
+      }
+      if (n < 0 && n != UV_EAGAIN) {
+        shutdown();  // the peer is gone
+        return;
+      }
+      if (n > 0) line.erase(0, static_cast<size_t>(n));
+    }
     auto* text = new std::string(std::move(line));
     // What the kernel took already does not count: a burst to a peer that keeps reading is fine.
     if (backlog() + text->size() > kMaxQueuedBytes) {
