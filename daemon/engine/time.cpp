@@ -35,6 +35,19 @@ bool expect(std::string_view text, size_t& pos, char c) {
 
 bool format_rfc3339_to(TimePoint t, char* out) {
   using namespace std::chrono;
+  // The times of one instance's records mostly fall in the same second: its text up to the
+  // milliseconds is kept from the last call on this thread.
+  thread_local int64_t last_second = std::numeric_limits<int64_t>::min();
+  thread_local char last_text[kRfc3339Size];
+  const int64_t ms = t.time_since_epoch().count();
+  const int64_t second = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+  if (second == last_second) {
+    std::memcpy(out, last_text, kRfc3339Size);
+    int millis = static_cast<int>(ms - second * 1000);
+    for (size_t at = 22; at >= 20; --at, millis /= 10)
+      out[at] = static_cast<char>('0' + millis % 10);
+    return true;
+  }
   const sys_days day = floor<days>(t);
   const year_month_day ymd{day};
   const int year = static_cast<int>(ymd.year());
@@ -54,6 +67,8 @@ bool format_rfc3339_to(TimePoint t, char* out) {
   put(14, static_cast<int>(tod.minutes().count()), 2);
   put(17, static_cast<int>(tod.seconds().count()), 2);
   put(20, static_cast<int>(tod.subseconds().count()), 3);
+  last_second = second;
+  std::memcpy(last_text, out, kRfc3339Size);
   return true;
 }
 

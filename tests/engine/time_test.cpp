@@ -99,6 +99,24 @@ TEST_CASE("format_rfc3339 writes UTC with milliseconds", "[time]") {
   CHECK(std::string(text, kRfc3339Size) == "9999-12-31T23:59:59.999Z");
 }
 
+TEST_CASE("format_rfc3339 is right for times in the same second as the last, and around it",
+          "[time]") {
+  // The text up to the milliseconds is reused within a second: every neighbour must still match
+  // the date computed from scratch (parse_rfc3339 does not share that shortcut).
+  for (int64_t base :
+       {int64_t{1'795'428'000'000}, int64_t{0}, int64_t{-1000}, int64_t{-86'400'000}}) {
+    for (int64_t ms : {base, base + 1, base + 999, base + 1000, base + 998, base - 1, base}) {
+      auto text = format_rfc3339(from_unix_ms(ms));
+      CHECK(parse_rfc3339(text) == from_unix_ms(ms));
+    }
+  }
+  CHECK(format_rfc3339(from_unix_ms(1'795'428'000'999)) == "2026-11-23T10:00:00.999Z");
+  CHECK(format_rfc3339(from_unix_ms(1'795'428'000'007)) == "2026-11-23T10:00:00.007Z");
+  CHECK(format_rfc3339(from_unix_ms(1'795'428'001'000)) == "2026-11-23T10:00:01.000Z");
+  CHECK(format_rfc3339(from_unix_ms(-999)) == "1969-12-31T23:59:59.001Z");
+  CHECK(format_rfc3339(from_unix_ms(-1)) == "1969-12-31T23:59:59.999Z");
+}
+
 TEST_CASE("parse_rfc3339 reads what format_rfc3339 writes, and offsets", "[time]") {
   for (int64_t ms : std::initializer_list<int64_t>{0, 1, -1, 1'795'428'000'123, 951'782'400'000,
                                                    253'402'300'799'999}) {
