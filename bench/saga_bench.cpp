@@ -9,12 +9,14 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -86,59 +88,153 @@ std::string cpu_breakdown(const json& cpu_us) {
   return parts.empty() ? text : text + " (" + parts + ")";
 }
 
-// What a reply says, read without building a tree: `result.instance.state` (absent for a start
-// that does not wait) and `error.message`.
-class ReplyReader : public nlohmann::json_sax<json> {
- public:
+// What a reply says: whether it has a `result`, `result.instance.state` (absent for a start that
+// does not wait) and `error.message`.
+struct Reply {
   bool has_result = false;
   std::string state;
   std::string error;
+};
 
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(number_integer_t) override { return true; }
-  bool number_unsigned(number_unsigned_t) override { return true; }
-  bool number_float(number_float_t, const string_t&) override { return true; }
-  bool binary(binary_t&) override { return true; }
-  bool string(string_t& value) override {
-    if (at({"result", "instance", "state"})) state = value;
-    if (at({"error", "message"})) error = value;
-    return true;
-  }
-  bool start_object(std::size_t) override {
-    if (at({"result"})) has_result = true;
-    path_.emplace_back();
-    return true;
-  }
-  bool key(string_t& name) override {
-    path_.back() = name;
-    return true;
-  }
-  bool end_object() override {
-    path_.pop_back();
-    return true;
-  }
-  bool start_array(std::size_t) override {
-    if (at({"result"})) has_result = true;
-    path_.emplace_back("[");  // no key inside an array matches a path below
-    return true;
-  }
-  bool end_array() override {
-    path_.pop_back();
-    return true;
-  }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
-    error = std::string("unreadable reply: ") + e.what();
-    return false;
+// Walks a JSON text to the values at a few paths of object keys, skipping everything else
+// without building it: a wait reply carries the whole instance, and a full parse of it was most
+// of this process's CPU, which it shares with sagad. Returns false where the text is not JSON as
+// far as it was read; a reply it cannot read is then parsed in full, to say why.
+class ReplyScanner {
+ public:
+  explicit ReplyScanner(std::string_view text) : text_(text) {}
+
+  bool read(Reply& reply) {
+    reply_ = &reply;
+    if (!value(0, Where::top)) return false;
+    space();
+    return at_ == text_.size();
   }
 
  private:
-  bool at(std::initializer_list<std::string_view> keys) const {
-    if (path_.size() != keys.size()) return false;
-    return std::equal(keys.begin(), keys.end(), path_.begin());
+  enum class Where { top, result, instance, error, other };
+
+  bool value(int depth, Where where) {
+    space();
+    if (at_ >= text_.size() || depth > 64) return false;
+    char c = text_[at_];
+    if (c == '{') return object(depth, where);
+    if (c == '[') {
+      ++at_;
+      space();
+      if (peek(']')) return ++at_, true;
+      for (;;) {
+        if (!value(depth + 1, Where::other)) return false;
+        space();
+        if (peek(',')) {
+          ++at_;
+          continue;
+        }
+        if (peek(']')) return ++at_, true;
+        return false;
+      }
+    }
+    if (c == '"') return string().has_value();
+    size_t start = at_;
+    while (at_ < text_.size() &&
+           std::string_view(",}] \t\r\n").find(text_[at_]) == std::string_view::npos) {
+      ++at_;
+    }
+    std::string_view word = text_.substr(start, at_ - start);
+    if (word == "true" || word == "false" || word == "null") return true;
+    double number = 0;
+    auto [end, ec] = std::from_chars(word.data(), word.data() + word.size(), number);
+    return ec == std::errc() && end == word.data() + word.size();
   }
-  std::vector<std::string> path_;
+
+  bool object(int depth, Where where) {
+    ++at_;
+    space();
+    if (peek('}')) return ++at_, true;
+    for (;;) {
+      space();
+      auto key = string();
+      if (!key) return false;
+      space();
+      if (!peek(':')) return false;
+      ++at_;
+      Where inner = Where::other;
+      if (where == Where::top && *key == "result") {
+        reply_->has_result = true;
+        inner = Where::result;
+      } else if (where == Where::top && *key == "error") {
+        inner = Where::error;
+      } else if (where == Where::result && *key == "instance") {
+        inner = Where::instance;
+      }
+      space();
+      bool wanted = (where == Where::instance && *key == "state") ||
+                    (where == Where::error && *key == "message");
+      if (wanted && peek('"')) {
+        auto text = string();
+        if (!text) return false;
+        (where == Where::instance ? reply_->state : reply_->error) = std::string(*text);
+      } else if (!value(depth + 1, inner)) {
+        return false;
+      }
+      space();
+      if (peek(',')) {
+        ++at_;
+        continue;
+      }
+      if (peek('}')) return ++at_, true;
+      return false;
+    }
+  }
+
+  // A string's text as it stands, escapes and all: the names and states compared here have none.
+  std::optional<std::string_view> string() {
+    if (!peek('"')) return std::nullopt;
+    size_t start = ++at_;
+    for (; at_ < text_.size(); ++at_) {
+      if (text_[at_] == '\\') {
+        ++at_;
+      } else if (text_[at_] == '"') {
+        return text_.substr(start, at_++ - start);
+      }
+    }
+    return std::nullopt;
+  }
+
+  void space() {
+    while (at_ < text_.size() &&
+           (text_[at_] == ' ' || text_[at_] == '\t' || text_[at_] == '\r' || text_[at_] == '\n')) {
+      ++at_;
+    }
+  }
+  bool peek(char c) const { return at_ < text_.size() && text_[at_] == c; }
+
+  std::string_view text_;
+  size_t at_ = 0;
+  Reply* reply_ = nullptr;
 };
+
+// The reply as above; one the scanner cannot read is parsed in full (rare: it is an error).
+Reply read_reply(std::string_view line) {
+  Reply reply;
+  if (ReplyScanner(line).read(reply)) return reply;
+  reply = {};
+  auto doc = json::parse(line, nullptr, false);
+  if (doc.is_discarded()) {
+    reply.error = "unreadable reply: " + std::string(line.substr(0, 200));
+    return reply;
+  }
+  reply.has_result = doc.contains("result");
+  if (reply.has_result) {
+    const json& result = doc["result"];
+    if (result.is_object() && result.contains("instance") && result["instance"].is_object()) {
+      reply.state = result["instance"].value("state", "");
+    }
+  } else if (doc.contains("error") && doc["error"].is_object()) {
+    reply.error = doc["error"].value("message", "");
+  }
+  return reply;
+}
 
 // One closed-loop run: C connections on one libuv loop in this thread (as the peers' bench.mjs
 // drives them from one event loop), each starting an instance, waiting for its reply, then
@@ -212,8 +308,7 @@ class Run {
 
   void on_reply(Conn& conn, std::string_view line) {
     double ms = std::chrono::duration<double, std::milli>(Clock::now() - conn.sent).count();
-    ReplyReader reply;
-    json::sax_parse(line, &reply);
+    Reply reply = read_reply(line);
     std::string state = reply.has_result && no_wait_ ? expect_ : reply.state;
     if (!reply.has_result || state != expect_) {
       note_error(reply.has_result ? "an instance ended " + state : reply.error);

@@ -63,6 +63,18 @@ def test_an_unexpected_end_state_fails_the_run_and_names_it(daemon):
     assert r.returncode == 0, r.stderr
 
 
+def test_the_end_state_is_the_instances_own_not_one_nested_in_it(daemon):
+    # The reply carries the whole instance: a "state" in its input, or in its steps, is not it.
+    with_workloads(daemon)
+    r = bench(daemon, "--workflow", "saga3-fail", "--count", "3", "--concurrency", "1",
+              "--input", '{"state": "completed", "deep": {"state": "completed"}}', "--json")
+    assert r.returncode == 1
+    assert "first: an instance ended compensated" in r.stderr
+    r = bench(daemon, "--workflow", "saga3-fail", "--count", "3", "--concurrency", "1",
+              "--input", '{"state": "completed"}', "--expect", "compensated", "--json")
+    assert r.returncode == 0, r.stderr
+
+
 def test_an_error_reply_counts_and_is_shown(daemon):
     with_workloads(daemon)
     r = bench(daemon, "--workflow", "nope", "--count", "4", "--concurrency", "2")
