@@ -611,6 +611,16 @@ Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Du
     env = zeroed_wal_env();
     tuning.db.env = env.get();
   }
+  // Flushes and compactions run at the lowest CPU priority (nice 19): on a small machine they
+  // would otherwise take a core from the loop and the journal writer, whose turnaround is every
+  // instance's latency. They lose nothing for it: when memtables fill up, RocksDB holds the
+  // commits back, the daemon idles and the flush gets the CPU. `make bench`, one sitting on two
+  // cores: 10 to 20% more instances/s at every concurrency, with the fdatasync of a commit
+  // waiting less often for a core after the disk has answered.
+  rocksdb::Env* pools = env ? env.get() : rocksdb::Env::Default();
+  for (auto pool : {rocksdb::Env::Priority::LOW, rocksdb::Env::Priority::HIGH}) {
+    pools->LowerThreadPoolCPUPriority(pool, rocksdb::CpuPriority::kLow).PermitUncheckedError();
+  }
 
   // An existing journal is opened with exactly the column families it has, so that nothing is
   // created in it before its format version has been checked; a newer format may also have column

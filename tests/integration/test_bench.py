@@ -88,3 +88,26 @@ def test_no_wait_counts_started_instances(daemon):
               "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["errors"] == 0
+
+
+def thread_nice(pid):
+    """{thread name: [nice, ...]} of a process's threads."""
+    threads = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            stat = f.read()
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        nice = int(stat[stat.rindex(")") + 2:].split()[16])
+        threads.setdefault(name, []).append(nice)
+    return threads
+
+
+def test_flushes_run_at_the_lowest_cpu_priority_and_the_commits_do_not(daemon):
+    # On a small machine the flush must not take a core from the loop or the journal writer.
+    with_workloads(daemon)
+    r = bench(daemon, "--workflow", "saga3", "--count", "3000", "--concurrency", "32", "--json")
+    assert r.returncode == 0, r.stderr
+    threads = thread_nice(daemon.proc.pid)
+    # 3000 instances fill a memtable: the flush thread has run, and lowered itself first.
+    assert threads.get("rocksdb:high") == [19], threads
+    assert set(threads["saga-journal"]) == {0} and threads["sagad"][0] == 0, threads
