@@ -603,7 +603,7 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   // What the steps before returned, as the step's SAGA steps JSON; as a tree too only when the
   // step's `with` has something to render (most noop and exec steps have nothing).
   const bool templated = !inv.with.is_null() && !(inv.with.is_object() && inv.with.empty());
-  json steps = json::object();
+  json steps = templated ? json::object() : json();
   std::string steps_json;
   {
     JsonText text(steps_json);
@@ -619,7 +619,7 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   std::string params_json;
   std::shared_ptr<std::vector<std::string>> secrets_used;
   if (!templated) {
-    params_json = inv.with.dump();
+    JsonText(params_json).value(inv.with);
   } else {
     TemplateScope scope;
     scope.input = &live.inst.input;
@@ -654,7 +654,7 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   request->attempt = attempt;
   request->phase = phase == Phase::run ? SAGA_PHASE_RUN : SAGA_PHASE_COMPENSATE;
   request->params_json = std::move(params_json);
-  request->input_json = live.inst.input.dump();
+  JsonText(request->input_json).value(live.inst.input);
   request->steps_json = std::move(steps_json);
 
   RunningAttempt running{step, phase, attempt, std::make_shared<std::atomic<bool>>(false), {}};
