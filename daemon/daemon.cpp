@@ -937,7 +937,9 @@ void Daemon::handle_start(ControlServer::Call& call) {
   if (id && (*id == "\x01" || id->empty() || id->size() > 128)) {
     return reply_invalid(call, "\"id\" must be a non-empty string of at most 128 characters");
   }
-  json input = p.value("input", json::object());
+  // The input goes on into the instance: taken out of the request, not copied.
+  json input = json::object();
+  if (auto it = call.params.find("input"); it != call.params.end()) input = std::move(*it);
   if (!input.is_object()) return reply_invalid(call, "\"input\" must be a JSON object");
   bool wait = p.value("wait", false);
 

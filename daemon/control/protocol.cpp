@@ -72,7 +72,7 @@ json make_error(const json& id, int code, std::string_view message) {
   return {{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", code}, {"message", message}}}};
 }
 
-std::optional<Request> parse_request(const json& message, int& error_code, std::string& error) {
+std::optional<Request> parse_request(json& message, int& error_code, std::string& error) {
   error_code = kInvalidRequest;
   if (!message.is_object()) {
     error = "a request must be a JSON object";
@@ -97,14 +97,15 @@ std::optional<Request> parse_request(const json& message, int& error_code, std::
     return std::nullopt;
   }
   r.method = method->get<std::string>();
-  r.params = json::object();
   if (auto params = message.find("params"); params != message.end() && !params->is_null()) {
     if (!params->is_object()) {
       error_code = kInvalidParams;
       error = "\"params\" must be an object";
       return std::nullopt;
     }
-    r.params = *params;
+    r.params = std::move(*params);
+  } else {
+    r.params = json::object();
   }
   return r;
 }

@@ -58,7 +58,8 @@ struct Request {
   json params;  // object (empty when absent)
 };
 
-// Checks the JSON-RPC shape of a parsed message; an error is (code, message) to send back.
-std::optional<Request> parse_request(const json& message, int& error_code, std::string& error);
+// Checks the JSON-RPC shape of a parsed message; an error is (code, message) to send back. A
+// request takes its params out of `message`; after an error `message` is as it was.
+std::optional<Request> parse_request(json& message, int& error_code, std::string& error);
 
 }  // namespace saga::rpc

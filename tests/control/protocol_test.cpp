@@ -33,11 +33,16 @@ TEST_CASE("a line longer than the limit overflows, complete or not") {
 TEST_CASE("requests are checked for the JSON-RPC 2.0 shape") {
   int code = 0;
   std::string error;
-  auto ok = parse_request(json::parse(R"({"jsonrpc":"2.0","id":7,"method":"ping"})"), code, error);
+  json ping = json::parse(R"({"jsonrpc":"2.0","id":7,"method":"ping"})");
+  auto ok = parse_request(ping, code, error);
   REQUIRE(ok);
   CHECK(ok->id == 7);
   CHECK(ok->method == "ping");
   CHECK(ok->params == json::object());
+  json start = json::parse(R"({"jsonrpc":"2.0","id":"a","method":"start","params":{"x":[1]}})");
+  ok = parse_request(start, code, error);
+  REQUIRE(ok);
+  CHECK(ok->params == json::parse(R"({"x":[1]})"));
 
   struct Bad {
     const char* text;
@@ -49,7 +54,10 @@ TEST_CASE("requests are checked for the JSON-RPC 2.0 shape") {
         Bad{R"({"jsonrpc":"2.0","id":{},"method":"x"})", kInvalidRequest},
         Bad{R"({"jsonrpc":"2.0","id":1,"method":"x","params":[1]})", kInvalidParams}}) {
     INFO(text);
-    CHECK_FALSE(parse_request(json::parse(text), code, error));
+    json message = json::parse(text);
+    json before = message;
+    CHECK_FALSE(parse_request(message, code, error));
+    CHECK(message == before);
     CHECK(code == expected);
     CHECK_FALSE(error.empty());
   }
