@@ -125,13 +125,9 @@ class ReplyScanner {
       if (peek(']')) return ++at_, true;
       for (;;) {
         if (!value(depth + 1, Where::other)) return false;
-        space();
-        if (peek(',')) {
-          ++at_;
-          continue;
-        }
-        if (peek(']')) return ++at_, true;
-        return false;
+        auto next = more(']');
+        if (!next) return false;
+        if (!*next) return true;
       }
     }
     if (c == '"') return string().has_value();
@@ -177,14 +173,19 @@ class ReplyScanner {
       } else if (!value(depth + 1, inner)) {
         return false;
       }
-      space();
-      if (peek(',')) {
-        ++at_;
-        continue;
-      }
-      if (peek('}')) return ++at_, true;
-      return false;
+      auto next = more('}');
+      if (!next) return false;
+      if (!*next) return true;
     }
+  }
+
+  // After a member or an element: true past a comma (another follows), false past `close` (the
+  // end), nullopt at anything else.
+  std::optional<bool> more(char close) {
+    space();
+    if (peek(',')) return ++at_, true;
+    if (peek(close)) return ++at_, false;
+    return std::nullopt;
   }
 
   // A string's text as it stands, escapes and all: the names and states compared here have none.
