@@ -173,8 +173,9 @@ std::unexpected<Error> storage_error(const std::string& dir, const std::string& 
 // skip list. Here every key has the same (empty) prefix: sagad's instance ids begin with their
 // creation time, so an instance's keys in every column family land next to those of the other
 // instances in flight, which are the ones written last. Searching from the top was most of the
-// journal writer's instructions; this takes a quarter of them off. A key elsewhere (an id a
-// client chose) costs about the search it would have cost anyway.
+// journal writer's instructions; callgrind counts 99,600 per saga3 instance with this hint,
+// 123,700 with one per instance id. A key elsewhere (an id a client chose) costs about the
+// search it would have cost anyway.
 //
 // With `range_deletions`, the begin key of remove()'s range deletion in the history column family
 // ("id\0") is outside the domain: RocksDB 7.8 keeps one hint per prefix for both the point and the
