@@ -3,7 +3,6 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
-#include <limits>
 
 namespace saga {
 namespace {
@@ -35,38 +34,36 @@ bool expect(std::string_view text, size_t& pos, char c) {
 
 bool format_rfc3339_to(TimePoint t, char* out) {
   using namespace std::chrono;
+  auto put = [out](size_t at, int value, int width) {
+    for (int i = width - 1; i >= 0; --i, value /= 10) {
+      out[at + static_cast<size_t>(i)] = static_cast<char>('0' + value % 10);
+    }
+  };
   // The times of one instance's records mostly fall in the same second: its text up to the
   // milliseconds is kept from the last call on this thread.
-  thread_local int64_t last_second = std::numeric_limits<int64_t>::min();
+  thread_local sys_seconds last_second = sys_seconds::min();
   thread_local char last_text[kRfc3339Size];
-  const int64_t ms = t.time_since_epoch().count();
-  const int64_t second = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+  const sys_seconds second = floor<seconds>(t);
+  const int millis = static_cast<int>((t - second).count());
   if (second == last_second) {
     std::memcpy(out, last_text, kRfc3339Size);
-    int millis = static_cast<int>(ms - second * 1000);
-    for (size_t at = 22; at >= 20; --at, millis /= 10)
-      out[at] = static_cast<char>('0' + millis % 10);
+    put(20, millis, 3);
     return true;
   }
   const sys_days day = floor<days>(t);
   const year_month_day ymd{day};
   const int year = static_cast<int>(ymd.year());
   if (year < 0 || year > 9999) return false;
-  const hh_mm_ss<Millis> tod{t - day};
+  const hh_mm_ss<seconds> tod{second - day};
   // Called for every time field of every journaled record: digits by hand, not printf.
   std::memcpy(out, "0000-00-00T00:00:00.000Z", kRfc3339Size);
-  auto put = [out](size_t at, int value, int width) {
-    for (int i = width - 1; i >= 0; --i, value /= 10) {
-      out[at + static_cast<size_t>(i)] = static_cast<char>('0' + value % 10);
-    }
-  };
   put(0, year, 4);
   put(5, static_cast<int>(static_cast<unsigned>(ymd.month())), 2);
   put(8, static_cast<int>(static_cast<unsigned>(ymd.day())), 2);
   put(11, static_cast<int>(tod.hours().count()), 2);
   put(14, static_cast<int>(tod.minutes().count()), 2);
   put(17, static_cast<int>(tod.seconds().count()), 2);
-  put(20, static_cast<int>(tod.subseconds().count()), 3);
+  put(20, millis, 3);
   last_second = second;
   std::memcpy(last_text, out, kRfc3339Size);
   return true;
