@@ -1028,9 +1028,9 @@ void Daemon::handle_list(ControlServer::Call& call) {
   json instances = json::array();
   for (const auto& text : page->states) {
     json record = json::parse(text);
-    if (Live* live = find_live(record.value("id", ""))) {
-      json now = instance_to_json(*live->def, live->inst);
-      if (now.value("state", "") == record.value("state", "")) record = std::move(now);
+    Live* live = find_live(record.value("id", ""));
+    if (live && parse_instance_state(record.value("state", "")) == live->inst.state) {
+      record = instance_to_json(*live->def, live->inst);
     }
     instances.push_back(std::move(record));
   }
