@@ -524,8 +524,13 @@ void Daemon::commit(Live& live, Transition&& t, bool created, std::function<void
   }
   if (settled_now(t)) count_settled(live);
   // The record follows the instance's state; a settled one is also what waiters are answered with.
+  // Until its state first changes, an instance is answered from memory (also after a restart,
+  // which replays it): its record is the header that list filters on.
   const bool settled = is_settled(live.inst.state);
-  if (created || settled || live.inst.state != live.recorded) {
+  if (created && !settled) {
+    w.state = instance_header_json_text(live.inst);
+    live.recorded = live.inst.state;
+  } else if (created || settled || live.inst.state != live.recorded) {
     w.state = instance_json_text(*live.def, live.inst);
     live.recorded = live.inst.state;
   }
@@ -1024,12 +1029,14 @@ void Daemon::handle_list(ControlServer::Call& call) {
   if (!page) return reply_error(call, page.error());
   // The journal's record has the state and the workflow the filters need; an instance still
   // live is shown as it is now, with the steps it has made since its state last changed (unless
-  // a change of state is on its way to the journal: then the record is what was matched).
+  // a change of state is on its way to the journal: then the record is what was matched, if it
+  // is more than the header written at creation).
   json instances = json::array();
   for (const auto& text : page->states) {
     json record = json::parse(text);
     Live* live = find_live(record.value("id", ""));
-    if (live && parse_instance_state(record.value("state", "")) == live->inst.state) {
+    if (live && (is_instance_header(record) ||
+                 parse_instance_state(record.value("state", "")) == live->inst.state)) {
       record = instance_to_json(*live->def, live->inst);
     }
     instances.push_back(std::move(record));

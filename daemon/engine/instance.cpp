@@ -99,19 +99,39 @@ void optional_text(JsonText& w, const std::string& s) {
   }
 }
 
-}  // namespace
-
-std::string instance_json_text(const Definition& def, const Instance& inst) {
-  std::string out;
-  out.reserve(256 + 256 * inst.steps.size());
-  JsonText w(out);
-  w.begin_object();
+void header_members(JsonText& w, const Instance& inst) {
   w.key("id").string(inst.id);
   w.key("workflow").string(inst.workflow);
   w.key("version").string(inst.version);
   w.key("state").plain(to_string(inst.state));
   w.key("cause");
   optional_text(w, inst.cause);
+}
+
+}  // namespace
+
+std::string instance_header_json_text(const Instance& inst) {
+  std::string out;
+  out.reserve(192);
+  JsonText w(out);
+  w.begin_object();
+  header_members(w, inst);
+  w.key("created_at").time(inst.created_at);
+  w.key("updated_at").time(inst.updated_at);
+  w.end_object();
+  return out;
+}
+
+bool is_instance_header(const json& record) {
+  return record.is_object() && !record.contains("steps");
+}
+
+std::string instance_json_text(const Definition& def, const Instance& inst) {
+  std::string out;
+  out.reserve(256 + 256 * inst.steps.size());
+  JsonText w(out);
+  w.begin_object();
+  header_members(w, inst);
   w.key("input").value(inst.input);
   w.key("created_at").time(inst.created_at);
   w.key("updated_at").time(inst.updated_at);

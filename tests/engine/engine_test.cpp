@@ -532,6 +532,21 @@ TEST_CASE("the instance JSON has the documented shape") {
   CHECK(j["created_at"].get<std::string>().size() == 24);
 }
 
+TEST_CASE("the header of an instance is its full JSON without input and steps") {
+  Sim sim(make_def({{"a"}, {"b"}}));
+  sim.start({{"order", 7}});
+  sim.result("a", Outcome::ok);
+  json full = instance_to_json(sim.def, sim.inst);
+  json header = json::parse(instance_header_json_text(sim.inst));
+  CHECK(is_instance_header(header));
+  CHECK_FALSE(is_instance_header(full));
+  json expected = full;
+  expected.erase("input");
+  expected.erase("steps");
+  CHECK(header == expected);
+  CHECK(header["state"] == "running");
+}
+
 TEST_CASE("journaled text escapes what JSON must escape and survives bytes that are not UTF-8") {
   Sim sim(make_def({{"a"}}));
   sim.start(json{{"note", "quote \" backslash \\ newline \n tab \t"}});
