@@ -163,6 +163,24 @@ def test_every_command_in_both_output_modes(daemon):
     assert r.returncode == 0 and json.loads(r.stdout)["id"] == "h-1"
 
 
+def test_ids_sagad_makes_up_are_short_and_sort_in_start_order(daemon):
+    daemon.add_example("hello.yaml")
+    daemon.start()
+    ids = []
+    for _ in range(6):
+        code, doc = daemon.ctl_json("start", "hello")
+        assert code == 0
+        ids.append(doc["id"])
+        time.sleep(0.002)  # a later millisecond
+    assert all(re.fullmatch(r"[0-9a-v]{15}", i) for i in ids), ids
+    assert sorted(ids) == ids and len(set(ids)) == len(ids)
+    # The first nine digits are the creation time in milliseconds, in base 32.
+    created = daemon.inspect(ids[0])["created_at"]
+    ms = int(ids[0][:9], 32)
+    assert time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000) \
+        == created
+
+
 def test_list_filters_and_cursor_pagination(daemon):
     daemon.add_workflow("mixed.yaml", MIXED)
     daemon.add_example("hello.yaml")
