@@ -3,6 +3,8 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+# As systemd/sagad.service runs sagad (README, "sagad").
+SAGAD_TUNABLES ?= glibc.malloc.tcache_count=100
 
 .PHONY: deps build run test test-asan asan-build bench clean format package
 
@@ -15,7 +17,7 @@ build: deps
 
 run: build
 	@mkdir -p .saga
-	$(BUILD)/bin/sagad --workflows workflows --plugins $(BUILD)/plugins \
+	GLIBC_TUNABLES=$(SAGAD_TUNABLES) $(BUILD)/bin/sagad --workflows workflows --plugins $(BUILD)/plugins \
 	  --state .saga/state --socket .saga/sagad.sock
 
 test: build
@@ -23,7 +25,7 @@ test: build
 
 # Benchmarks against a fresh sagad; prints one table (bench/README.md).
 bench: build
-	@/usr/bin/python3 bench/bench.py --build $(BUILD)
+	@SAGAD_TUNABLES=$(SAGAD_TUNABLES) /usr/bin/python3 bench/bench.py --build $(BUILD)
 
 # A Debian package of sagad, sagactl, the plugins, the SDK and the systemd unit, in $(BUILD)/.
 package: build

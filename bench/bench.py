@@ -8,7 +8,8 @@ timer), measures sagad's memory per instance in flight, kills sagad with SIGKILL
 restart until it answers on its socket. Prints one table; --json prints the rows as JSON.
 
 Sizes can be changed through the environment: N (saga3 and saga3-fail at C=32, default 10000),
-N1 (C=1, 500), N256 (C=256, 20000), WARMUP (200), INFLIGHT (100000).
+N1 (C=1, 500), N256 (C=256, 20000), WARMUP (200), INFLIGHT (100000). SAGAD_TUNABLES is sagad's
+GLIBC_TUNABLES (`make bench` passes what systemd/sagad.service sets), and only sagad's.
 """
 import argparse
 import json
@@ -43,6 +44,14 @@ def ping(path):
         return False
 
 
+def sagad_env():
+    env = dict(os.environ)
+    env.pop("GLIBC_TUNABLES", None)
+    if os.environ.get("SAGAD_TUNABLES"):
+        env["GLIBC_TUNABLES"] = os.environ["SAGAD_TUNABLES"]
+    return env
+
+
 class Sagad:
     def __init__(self, build, state_dir):
         self.build = build
@@ -61,7 +70,7 @@ class Sagad:
              "--plugins", os.path.join(self.build, "plugins"),
              "--state", os.path.join(self.state_dir, "journal"),
              "--socket", self.socket],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT, env=sagad_env())
         while time.monotonic() - began < timeout:
             if self.proc.poll() is not None:
                 sys.exit(f"bench: sagad exited with {self.proc.returncode}; see {self.log_path}")
@@ -151,7 +160,9 @@ def main():
     if args.json:
         print(json.dumps({"runs": rows, "recovery": recovery}, indent=2))
         return
-    print(f"saga bench, sagad durability sync, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    tunables = os.environ.get("SAGAD_TUNABLES") or "none"
+    print(f"saga bench, sagad durability sync, GLIBC_TUNABLES {tunables}, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"{'workload':<11} {'C':>4} {'N':>6} {'inst/s':>8} {'p50 ms':>7} {'p90 ms':>7} "
           f"{'p99 ms':>7} {'RSS MiB':>8} {'batch':>6} {'fsync ms':>8} {'CPU us/inst':>12} "
           f"{'bench us':>8}")

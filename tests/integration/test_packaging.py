@@ -2,6 +2,7 @@
 security), the sysusers.d entry, and the Debian package that make package builds."""
 import glob
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -97,6 +98,17 @@ def test_the_unit_is_hardened(prefix):
     r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--threshold=20",
                         unit_path], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout[-600:] + r.stderr
+
+
+def test_the_unit_tunes_the_allocator_as_make_run_and_make_bench_do(prefix):
+    # bench/README.md's figures are measured with this setting: the service must run with it.
+    unit = open(os.path.join(prefix, "lib/systemd/system/sagad.service")).read()
+    set_by_unit = re.search(r"^Environment=GLIBC_TUNABLES=(\S+)$", unit, re.M)
+    makefile = open(os.path.join(SOURCE, "Makefile")).read()
+    set_by_make = re.search(r"^SAGAD_TUNABLES \?= (\S+)$", makefile, re.M)
+    assert set_by_unit and set_by_make
+    assert set_by_unit.group(1) == set_by_make.group(1)
+    assert "glibc.malloc.tcache_count=" in set_by_unit.group(1)
 
 
 def test_sysusers_creates_the_saga_user_and_group(prefix, tmp_path):
