@@ -689,7 +689,8 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
       switch (reply.outcome) {
         case SAGA_OUTCOME_OK: {
           r.outcome = Outcome::ok;
-          r.output = json::parse(reply.data, nullptr, false);
+          // Most steps return nothing, which the SDK sends as {}: no parse for that.
+          r.output = reply.data == "{}" ? json::object() : json::parse(reply.data, nullptr, false);
           if (r.output.is_discarded()) {
             r.outcome = Outcome::retry;
             r.output = nullptr;

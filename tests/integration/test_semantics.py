@@ -87,6 +87,28 @@ steps:
     assert len(retried) == 2 and retried[0]["uid"] == os.getuid()
 
 
+def test_each_step_keeps_the_output_its_step_type_returned(daemon):
+    daemon.add_workflow("outputs.yaml", """
+name: outputs
+steps:
+  - name: nothing
+    uses: testing.noop
+  - name: empty
+    uses: testing.echo
+    with: {}
+  - name: value
+    uses: testing.echo
+    with: {a: [1, {}], b: "{}", c: null}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "outputs", "--wait")
+    assert code == 0
+    expected = [{}, {}, {"a": [1, {}], "b": "{}", "c": None}]
+    assert [s["output"] for s in out["instance"]["steps"]] == expected
+    doc = daemon.inspect(out["id"], history=True)
+    assert [e["output"] for e in doc["history"] if e["type"] == "step_succeeded"] == expected
+
+
 def test_retry_from_a_step_with_new_input(daemon):
     daemon.add_workflow("redrive.yaml", """
 name: redrive
