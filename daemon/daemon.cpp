@@ -527,11 +527,9 @@ void Daemon::commit(Live& live, Transition&& t, bool created, std::function<void
   // Until its state first changes, an instance is answered from memory (also after a restart,
   // which replays it): its record is the header that list filters on.
   const bool settled = is_settled(live.inst.state);
-  if (created && !settled) {
-    w.state = instance_header_json_text(live.inst);
-    live.recorded = live.inst.state;
-  } else if (created || settled || live.inst.state != live.recorded) {
-    w.state = instance_json_text(*live.def, live.inst);
+  if (created || settled || live.inst.state != live.recorded) {
+    w.state = created && !settled ? instance_header_json_text(live.inst)
+                                  : instance_json_text(*live.def, live.inst);
     live.recorded = live.inst.state;
   }
   w.terminal = is_terminal(live.inst.state);
