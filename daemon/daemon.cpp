@@ -524,12 +524,12 @@ void Daemon::commit(Live& live, Transition&& t, bool created, std::function<void
   }
   if (settled_now(t)) count_settled(live);
   // The record follows the instance's state; a settled one is also what waiters are answered with.
-  // Until its state first changes, an instance is answered from memory (also after a restart,
-  // which replays it): its record is the header that list filters on.
+  // Until it settles, an instance is answered from memory (also after a restart, which replays
+  // it): its record is a header, with the state that list filters on.
   const bool settled = is_settled(live.inst.state);
   if (created || settled || live.inst.state != live.recorded) {
-    w.state = created && !settled ? instance_header_json_text(live.inst)
-                                  : instance_json_text(*live.def, live.inst);
+    w.state =
+        settled ? instance_json_text(*live.def, live.inst) : instance_header_json_text(live.inst);
     live.recorded = live.inst.state;
   }
   w.terminal = is_terminal(live.inst.state);
@@ -1036,9 +1036,9 @@ void Daemon::handle_list(ControlServer::Call& call) {
   auto page = journal_->list(filter);
   if (!page) return reply_error(call, page.error());
   // The journal's record has the state and the workflow the filters need; an instance still
-  // live is shown as it is now, with the steps it has made since its state last changed (unless
-  // a change of state is on its way to the journal: then the record is what was matched, if it
-  // is more than the header written at creation).
+  // live is shown as it is now (its record is a header until it settles), unless its record is a
+  // settled one of another state: a change of state is on its way to the journal, and the record
+  // is what was matched.
   json instances = json::array();
   for (const auto& text : page->states) {
     json record = json::parse(text);

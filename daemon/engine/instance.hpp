@@ -82,8 +82,8 @@ struct Instance {
 // The --json shape of DESIGN §7: {"id", "workflow", "version", "state", "cause", ...}.
 // As JSON text, written without building a tree first: what every transition journals.
 std::string instance_json_text(const Definition& def, const Instance& inst);
-// The same without "input" and "steps": what the journal keeps of an instance while it is in
-// the state it was created in, when sagad answers for it from memory.
+// The same without "input" and "steps": what the journal keeps of an instance until it settles,
+// while sagad answers for it from memory.
 std::string instance_header_json_text(const Instance& inst);
 // Whether a record is such a header.
 bool is_instance_header(const json& record);

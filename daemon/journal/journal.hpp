@@ -26,11 +26,11 @@ struct InstanceWrite {
   TimePoint created_at{};
   bool created = false;  // first write of this instance: index it for list()
   std::vector<std::pair<uint64_t, std::string>> events;  // seq, event JSON
-  // The instance JSON (DESIGN §7 shape), or empty to leave the record as it is. A writer gives
-  // it at creation and whenever the instance's state changes, so that the record's `state` is
-  // always current while its steps may lag behind the history (which alone rebuilds an
-  // instance); a step's progress costs one small history record instead of rewriting the
-  // whole instance.
+  // The instance JSON (DESIGN §7 shape, or a header of it), or empty to leave the record as it
+  // is. A writer gives it at creation and whenever the instance's state changes, so that the
+  // record's `state` is always current while its steps may lag behind the history (which alone
+  // rebuilds an instance); a step's progress costs one small history record instead of
+  // rewriting the whole instance.
   std::string state;
   bool terminal = false;  // no longer needs recovery
 };

@@ -226,6 +226,15 @@ steps:
 """
 
 
+UNDOING = """
+name: undoing
+steps:
+  - {name: a, uses: testing.echo, with: {n: 1}, compensate: {uses: testing.sleep, with: {ms: 600000}}}
+  - {name: b, uses: testing.noop, compensate: {uses: testing.noop}}
+  - {name: c, uses: testing.fail, with: {permanent: true}, retry: {max_attempts: 1}}
+"""
+
+
 def listed(daemon, *args):
     code, doc = daemon.ctl_json("list", *args)
     assert code == 0, doc
@@ -234,6 +243,10 @@ def listed(daemon, *args):
 
 def step_states(instance):
     return [s["state"] for s in instance["steps"]]
+
+
+def compensation_states(instance):
+    return [s["compensation"]["state"] for s in instance["steps"]]
 
 
 def test_list_shows_an_instance_as_it_is_now_also_after_a_crash(daemon):
@@ -261,6 +274,29 @@ def test_list_shows_an_instance_as_it_is_now_also_after_a_crash(daemon):
     daemon.stop()
     daemon.start()
     assert listed(daemon)["p-1"] == done
+
+
+def test_list_shows_a_compensating_instance_as_it_is_now_also_after_a_crash(daemon):
+    # The record of an instance that has not settled is a header with its state: list filters on
+    # it and shows the steps from the live instance.
+    daemon.add_workflow("undoing.yaml", UNDOING)
+    daemon.start()
+    assert daemon.ctl("start", "undoing", "--id", "u-1").returncode == 0
+    daemon.wait_for("u-1", lambda d: d["state"] == "compensating" and
+                    compensation_states(d) == ["running", "compensated", "none"])
+    now = listed(daemon, "--state", "compensating")["u-1"]
+    assert now == {**daemon.inspect("u-1"), "updated_at": now["updated_at"]}
+    assert now["steps"][0]["output"] == {"n": 1}
+    assert "u-1" not in listed(daemon, "--state", "running")
+
+    daemon.kill()
+    daemon.start()
+    daemon.wait_for("u-1", lambda d: d["steps"][0]["compensation"]["attempts"] == 2)
+    again = listed(daemon, "--state", "compensating")["u-1"]
+    assert compensation_states(again) == ["running", "compensated", "none"]
+    assert step_states(again) == step_states(now)
+    assert again["steps"][0]["output"] == {"n": 1}
+    assert again["cause"] == now["cause"]
 
 
 def watch_proc(daemon, *args):
