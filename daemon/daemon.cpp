@@ -1410,9 +1410,9 @@ void Daemon::expire_instances() {
     spdlog::warn("retention: {}", expired.error().message);
     return;
   }
-  for (const auto& id : *expired) {
+  for (const auto& [id, created_at] : *expired) {
     if (find_live(id)) continue;
-    if (auto removed = journal_->remove(id); !removed) {
+    if (auto removed = journal_->remove(id, created_at); !removed) {
       spdlog::warn("retention: {}", removed.error().message);
       return;
     }

@@ -50,6 +50,13 @@ struct ListFilter {
   std::optional<std::string> cursor;  // from a previous page's next_cursor
 };
 
+// An instance that retention may delete.
+struct ExpiredInstance {
+  std::string id;
+  TimePoint created_at{};
+  bool operator==(const ExpiredInstance&) const = default;
+};
+
 struct ListPage {
   std::vector<std::string> states;  // instance JSON texts, newest first
   std::optional<std::string> next_cursor;
@@ -73,11 +80,12 @@ class Journal {
       const std::function<void(const std::string& id, std::vector<std::string>& events)>& fn) = 0;
   virtual Result<ListPage> list(const ListFilter& filter) = 0;
   virtual Result<std::optional<std::string>> load_definition(const std::string& version) = 0;
-  // Up to `limit` ids of terminal instances whose last transition is older than `cutoff`,
-  // oldest first.
-  virtual Result<std::vector<std::string>> expired(TimePoint cutoff, size_t limit) = 0;
-  // Deletes an instance with its history and index entries.
-  virtual Result<void> remove(const std::string& id) = 0;
+  // Up to `limit` terminal instances whose last transition is older than `cutoff`, oldest
+  // first.
+  virtual Result<std::vector<ExpiredInstance>> expired(TimePoint cutoff, size_t limit) = 0;
+  // Deletes an instance with its history and index entries; `created_at` (from expired()) finds
+  // the entry that list() walks.
+  virtual Result<void> remove(const std::string& id, TimePoint created_at) = 0;
   // Every schedule record (key, JSON), in key order.
   virtual Result<std::vector<std::pair<std::string, std::string>>> load_schedules() = 0;
 };

@@ -40,7 +40,8 @@ enum Cf : size_t {
   kHistory,      // id '\0' be64(seq of its first event) -> a transition's event JSONs, '\n' apart
   kActive,       // id -> "" while the instance is not terminal
   kByCreated,    // be64(created ms) id -> "", for list() and expired()
-  kIndex,        // id -> be64(created ms), so that remove() finds the by_created key
+  kIndex,        // id -> be64(created ms): earlier versions wrote it for remove(), which is
+                 // now given the creation time; still deleted with its instance
   kDefinitions,  // version -> YAML
   kMeta,         // format_version -> "2"
   // Added within format 1: an older sagad opens a journal with it and leaves it alone, and a
@@ -406,10 +407,7 @@ class RocksDbJournal final : public Journal {
       }
       if (w.created) {
         auto ms = static_cast<uint64_t>(to_unix_ms(w.created_at));
-        std::string created;
-        put_be64(created, ms);
         wb.put(kByCreated, by_created_key(ms, w.id), "");
-        wb.put(kIndex, w.id, created);
       }
     }
     if (!wb.status().ok()) return storage_error(dir_, "building a commit", wb.status());
@@ -523,8 +521,8 @@ class RocksDbJournal final : public Journal {
     return get(rocksdb::ReadOptions(), kDefinitions, version);
   }
 
-  Result<std::vector<std::string>> expired(TimePoint cutoff, size_t limit) override {
-    std::vector<std::string> ids;
+  Result<std::vector<ExpiredInstance>> expired(TimePoint cutoff, size_t limit) override {
+    std::vector<ExpiredInstance> ids;
     int64_t cutoff_ms = to_unix_ms(cutoff);
     if (limit == 0 || cutoff_ms <= 0) return ids;
     // A last transition never precedes the creation, so the scan ends at instances created at the
@@ -557,17 +555,18 @@ class RocksDbJournal final : public Journal {
       const std::string* updated_at = string_field(record, "updated_at");
       if (updated_at == nullptr) continue;
       auto updated = parse_rfc3339(*updated_at);
-      if (updated && *updated < cutoff) ids.push_back(std::move(id));
+      if (updated && *updated < cutoff) {
+        ids.push_back({std::move(id),
+                       from_unix_ms(static_cast<int64_t>(get_be64(it->key().ToStringView())))});
+      }
     }
     if (!it->status().ok()) return storage_error(dir_, "finding expired instances", it->status());
     return ids;
   }
 
-  Result<void> remove(const std::string& id) override {
-    auto created = get(rocksdb::ReadOptions(), kIndex, id);
-    if (!created) return std::unexpected(created.error());
+  Result<void> remove(const std::string& id, TimePoint created_at) override {
     Batch wb(cfs_);
-    if (*created) wb.del(kByCreated, by_created_key(get_be64(**created), id));
+    wb.del(kByCreated, by_created_key(static_cast<uint64_t>(to_unix_ms(created_at)), id));
     wb.del_range(kHistory, history_prefix(id), history_end(id));
     wb.del(kInstances, id);
     wb.del(kActive, id);

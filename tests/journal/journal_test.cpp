@@ -396,8 +396,8 @@ TEST_CASE("list pages newest first") {
     auto page = j->list(first);
     REQUIRE(page.has_value());
     REQUIRE(page->next_cursor.has_value());
-    REQUIRE(j->remove("i4").has_value());
-    REQUIRE(j->remove("i3").has_value());
+    REQUIRE(j->remove("i4", from_unix_ms(1004)).has_value());
+    REQUIRE(j->remove("i3", from_unix_ms(1003)).has_value());
     first.cursor = page->next_cursor;
     auto next = j->list(first);
     REQUIRE(next.has_value());
@@ -567,8 +567,8 @@ TEST_CASE("remove deletes an instance with its history and index entries") {
     // "x" is a prefix of "xy": removing x must leave xy's history alone.
     b.instances.push_back(instance_write("xy", 6, state_json("xy", "running"), false, 1, 2, true));
     commit_ok(*j, b);
-    REQUIRE(j->remove("x").has_value());
-    CHECK(j->remove("never-existed").has_value());
+    REQUIRE(j->remove("x", from_unix_ms(5)).has_value());
+    CHECK(j->remove("never-existed", from_unix_ms(5)).has_value());
   }
   auto j = open_ok(dir.path);
   CHECK_FALSE(j->load_state("x")->has_value());
@@ -609,14 +609,19 @@ TEST_CASE(
   commit_ok(*j, b);
 
   auto cutoff = *parse_rfc3339("2021-01-01T00:00:00.000Z");
-  auto ids = j->expired(cutoff, 10);
-  REQUIRE(ids.has_value());
-  CHECK(*ids == std::vector<std::string>{"old-done", "old-comp"});
-  CHECK(*j->expired(cutoff, 1) == std::vector<std::string>{"old-done"});
+  auto expired = j->expired(cutoff, 10);
+  REQUIRE(expired.has_value());
+  // With the creation time that remove() needs.
+  CHECK(*expired == std::vector<ExpiredInstance>{{"old-done", from_unix_ms(1000)},
+                                                 {"old-comp", from_unix_ms(1003)}});
+  CHECK(*j->expired(cutoff, 1) == std::vector<ExpiredInstance>{{"old-done", from_unix_ms(1000)}});
   CHECK(j->expired(cutoff, 0)->empty());
 
-  REQUIRE(j->remove("old-done").has_value());
-  CHECK(*j->expired(cutoff, 10) == std::vector<std::string>{"old-comp"});
+  REQUIRE(j->remove("old-done", from_unix_ms(1000)).has_value());
+  CHECK(*j->expired(cutoff, 10) == std::vector<ExpiredInstance>{{"old-comp", from_unix_ms(1003)}});
+  CHECK(all_pages(*j, ListFilter{}) ==
+        std::vector<std::vector<std::string>>{
+            {"undated", "ended-late", "old-comp", "old-failed", "old-running"}});
 }
 
 TEST_CASE("an unknown format version is refused, naming both, and left as it is") {
@@ -933,7 +938,7 @@ TEST_CASE("an id removed and written again in one memtable reads only its new hi
     auto seq = static_cast<uint64_t>(10 * round);
     CHECK(*j->load_history("x") ==
           std::vector<std::string>{event_json(seq + 1), event_json(seq + 2), event_json(seq + 3)});
-    REQUIRE(j->remove("x").has_value());
+    REQUIRE(j->remove("x", from_unix_ms(1000 + round)).has_value());
     CHECK(j->load_history("x")->empty());
     CHECK_FALSE(j->load_state("x")->has_value());
   }
@@ -963,7 +968,9 @@ TEST_CASE("ids written in no particular order, interleaved and removed, read bac
       }
       commit_ok(*j, b);
     }
-    for (size_t i = 0; i < ids.size(); i += 3) REQUIRE(j->remove(ids[i]).has_value());
+    for (size_t i = 0; i < ids.size(); i += 3) {
+      REQUIRE(j->remove(ids[i], from_unix_ms(static_cast<int64_t>(1000 - i))).has_value());
+    }
   }
   std::vector<std::string> kept;
   for (size_t i = 0; i < ids.size(); ++i) {

@@ -40,10 +40,10 @@ class SlowJournal : public Journal {
   Result<std::optional<std::string>> load_definition(const std::string&) override {
     return std::nullopt;
   }
-  Result<std::vector<std::string>> expired(TimePoint, size_t) override {
-    return std::vector<std::string>{};
+  Result<std::vector<ExpiredInstance>> expired(TimePoint, size_t) override {
+    return std::vector<ExpiredInstance>{};
   }
-  Result<void> remove(const std::string&) override { return {}; }
+  Result<void> remove(const std::string&, TimePoint) override { return {}; }
   Result<std::vector<std::pair<std::string, std::string>>> load_schedules() override {
     return std::vector<std::pair<std::string, std::string>>{};
   }
