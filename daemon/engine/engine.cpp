@@ -51,8 +51,13 @@ uint64_t mix(uint64_t h, std::string_view s) {
 // instance as it is emitted, so the instance is always what replaying the journal would give.
 class Emitter {
  public:
+  // Room for what most transitions emit (a step's end, the next step's start or the instance's
+  // end, and compensation's start): an Event is large, and growing the vector moves each.
   Emitter(const Definition& def, Instance& inst, TimePoint now, Transition& out)
-      : def_(def), inst_(inst), now_(now), out_(out) {}
+      : def_(def), inst_(inst), now_(now), out_(out) {
+    out_.events.reserve(4);
+    out_.actions.reserve(2);
+  }
 
   void emit(Event e) {
     e.seq = inst_.seq + 1;
