@@ -8,6 +8,7 @@ namespace saga {
 
 namespace {
 constexpr size_t kRecent = 1024;
+constexpr auto kSpin = std::chrono::microseconds(100);
 }  // namespace
 
 JournalWriter::JournalWriter(Journal& journal, Deliver deliver)
@@ -23,6 +24,7 @@ void JournalWriter::submit(InstanceWrite write, OnDurable on_durable) {
     if (failed_) return;
     pending_.instances.push_back(std::move(write));
     callbacks_.push_back({{}, std::move(on_durable), true});
+    submitted_.store(true, std::memory_order_release);
   }
   cv_.notify_one();
 }
@@ -51,6 +53,18 @@ void JournalWriter::run() {
   for (;;) {
     CommitBatch batch;
     std::vector<Callback> callbacks;
+    // At low concurrency the next write comes within tens of microseconds of the last commit's
+    // callbacks (the loop's turn-around). Waiting for it awake, a while, saves going to sleep and
+    // being woken, which costs about as much on a virtual machine: at C=1 the median instance
+    // took 8% less for about 200 microseconds more of this thread's CPU. Under load the next
+    // write is pending already and nothing spins; idle, the thread sleeps after kSpin.
+    auto until = std::chrono::steady_clock::now() + kSpin;
+    while (!submitted_.load(std::memory_order_acquire) &&
+           std::chrono::steady_clock::now() < until) {
+#if defined(__x86_64__)
+      __builtin_ia32_pause();
+#endif
+    }
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [this] {
@@ -63,6 +77,7 @@ void JournalWriter::run() {
       }
       batch = std::move(pending_);
       pending_ = {};
+      submitted_.store(false, std::memory_order_relaxed);
       callbacks.swap(callbacks_);
     }
     auto started = std::chrono::steady_clock::now();

@@ -3,6 +3,7 @@
 // capped at one fsync per transition.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -57,7 +58,8 @@ class JournalWriter {
   Deliver deliver_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  CommitBatch pending_;  // guarded by mu_
+  CommitBatch pending_;                 // guarded by mu_
+  std::atomic<bool> submitted_{false};  // an instance write is pending
   // In submission order. An instance write's entry has `on_write` (possibly empty) and stands
   // for the next of pending_.instances; a schedule's has `fn`.
   struct Callback {
