@@ -1496,9 +1496,9 @@ int Daemon::run() {
   uv_loop_init(&loop_);
   loop_queue_ = std::make_unique<LoopQueue>(&loop_);
   writer_ = std::make_unique<JournalWriter>(
-      *journal_, [this](std::vector<std::function<void()>> durable, std::optional<Error> error) {
-        loop_queue_->post([this, durable = std::move(durable), error = std::move(error)] {
-          for (const auto& fn : durable) fn();
+      *journal_, [this](Durable durable, std::optional<Error> error) {
+        loop_queue_->post([this, durable = std::move(durable), error = std::move(error)]() mutable {
+          durable.run();
           if (error) on_journal_failure(*error);
         });
       });

@@ -11,6 +11,17 @@ constexpr size_t kRecent = 1024;
 constexpr auto kSpin = std::chrono::microseconds(100);
 }  // namespace
 
+void Durable::run() {
+  size_t next_write = 0;
+  for (Callback& c : callbacks_) {
+    if (!c.instance) {
+      c.fn();
+    } else if (InstanceWrite& written = writes_[next_write++]; c.on_write) {
+      c.on_write(written);
+    }
+  }
+}
+
 JournalWriter::JournalWriter(Journal& journal, Deliver deliver)
     : journal_(journal), deliver_(std::move(deliver)), thread_([this] { run(); }) {}
 
@@ -52,7 +63,7 @@ void JournalWriter::run() {
   pthread_setname_np(pthread_self(), "saga-journal");
   for (;;) {
     CommitBatch batch;
-    std::vector<Callback> callbacks;
+    std::vector<Durable::Callback> callbacks;
     // At low concurrency the next write comes within tens of microseconds of the last commit's
     // callbacks (the loop's turn-around). Waiting for it awake, a while, saves going to sleep and
     // being woken, which costs about as much on a virtual machine: at C=1 the median instance
@@ -106,20 +117,9 @@ void JournalWriter::run() {
         stats_.recent_us[stats_.commits % kRecent] = static_cast<uint32_t>(us);
       }
     }
-    std::vector<std::function<void()>> durable;
-    durable.reserve(callbacks.size());
-    size_t next_write = 0;
-    for (Callback& c : callbacks) {
-      if (!c.instance) {
-        durable.push_back(std::move(c.fn));
-        continue;
-      }
-      InstanceWrite& written = batch.instances[next_write++];
-      if (!c.on_write) continue;
-      durable.push_back([on_write = std::move(c.on_write), written = std::move(written)]() mutable {
-        on_write(written);
-      });
-    }
+    Durable durable;
+    durable.callbacks_ = std::move(callbacks);
+    durable.writes_ = std::move(batch.instances);
     deliver_(std::move(durable), std::nullopt);
   }
 }

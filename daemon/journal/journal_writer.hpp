@@ -24,13 +24,32 @@ struct CommitStats {
   std::vector<uint32_t> recent_us;  // latency of the most recent commits (up to 1024)
 };
 
+// What one commit made durable: the callbacks of its writes, which run() calls in submission
+// order, each instance write's with the write it was submitted with (moved, not copied, from
+// submission to callback).
+class Durable {
+ public:
+  void run();
+  bool empty() const { return callbacks_.empty(); }
+
+ private:
+  friend class JournalWriter;
+  // An instance write's entry has `on_write` (possibly empty) and stands for the next of
+  // writes_; a schedule's has `fn`.
+  struct Callback {
+    std::function<void()> fn;
+    std::function<void(InstanceWrite& written)> on_write;
+    bool instance = false;
+  };
+  std::vector<Callback> callbacks_;
+  std::vector<InstanceWrite> writes_;
+};
+
 class JournalWriter {
  public:
-  // Called on the writer thread after each commit with the callbacks of the writes it made
-  // durable, in submission order, or with the error that stopped the writer. The daemon hands
-  // them to its loop thread.
-  using Deliver =
-      std::function<void(std::vector<std::function<void()>> durable, std::optional<Error> error)>;
+  // Called on the writer thread after each commit with what it made durable, or with the error
+  // that stopped the writer (and an empty Durable). The daemon hands both to its loop thread.
+  using Deliver = std::function<void(Durable durable, std::optional<Error> error)>;
 
   // `journal` must outlive the writer.
   JournalWriter(Journal& journal, Deliver deliver);
@@ -58,19 +77,12 @@ class JournalWriter {
   Deliver deliver_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  CommitBatch pending_;                 // guarded by mu_
-  std::atomic<bool> submitted_{false};  // an instance write is pending
-  // In submission order. An instance write's entry has `on_write` (possibly empty) and stands
-  // for the next of pending_.instances; a schedule's has `fn`.
-  struct Callback {
-    std::function<void()> fn;
-    OnDurable on_write;
-    bool instance = false;
-  };
-  std::vector<Callback> callbacks_;  // guarded by mu_
-  bool stopping_ = false;            // guarded by mu_
-  bool failed_ = false;              // guarded by mu_
-  CommitStats stats_;                // guarded by mu_
+  CommitBatch pending_;                       // guarded by mu_
+  std::atomic<bool> submitted_{false};        // an instance write is pending
+  std::vector<Durable::Callback> callbacks_;  // guarded by mu_, for pending_
+  bool stopping_ = false;                     // guarded by mu_
+  bool failed_ = false;                       // guarded by mu_
+  CommitStats stats_;                         // guarded by mu_
   std::thread thread_;
 };
 

@@ -73,12 +73,11 @@ TEST_CASE("writes that arrive during a commit go into the next one, in order") {
   std::vector<std::string> written;  // what each callback got back, as id:state:event
   std::optional<Error> failure;
   {
-    JournalWriter writer(journal,
-                         [&](std::vector<std::function<void()>> done, std::optional<Error> e) {
-                           std::lock_guard lock(mu);
-                           for (auto& fn : done) fn();
-                           if (e) failure = e;
-                         });
+    JournalWriter writer(journal, [&](Durable done, std::optional<Error> e) {
+      std::lock_guard lock(mu);
+      done.run();
+      if (e) failure = e;
+    });
     for (int i = 0; i < 200; ++i) {
       writer.submit(write("i" + std::to_string(i)), [&durable, &written, i](InstanceWrite& w) {
         durable.push_back(i);
@@ -110,12 +109,11 @@ TEST_CASE("a failed commit delivers the error and never the callbacks") {
   std::atomic<int> called{0};
   std::optional<Error> failure;
   std::mutex mu;
-  JournalWriter writer(journal,
-                       [&](std::vector<std::function<void()>> done, std::optional<Error> e) {
-                         std::lock_guard lock(mu);
-                         for (auto& fn : done) fn();
-                         if (e) failure = e;
-                       });
+  JournalWriter writer(journal, [&](Durable done, std::optional<Error> e) {
+    std::lock_guard lock(mu);
+    done.run();
+    if (e) failure = e;
+  });
   writer.submit(write("a"), [&](InstanceWrite&) { ++called; });
   writer.stop();
   writer.submit(write("b"), [&](InstanceWrite&) { ++called; });
@@ -129,11 +127,10 @@ TEST_CASE("schedule records commit in submission order after the instance before
   std::mutex mu;
   std::vector<std::string> durable;
   {
-    JournalWriter writer(journal,
-                         [&](std::vector<std::function<void()>> done, std::optional<Error>) {
-                           std::lock_guard lock(mu);
-                           for (auto& fn : done) fn();
-                         });
+    JournalWriter writer(journal, [&](Durable done, std::optional<Error>) {
+      std::lock_guard lock(mu);
+      done.run();
+    });
     writer.submit(write("wf@2026-11-23T03:00:00Z"),
                   [&](InstanceWrite&) { durable.push_back("instance"); });
     writer.submit_schedule("schedule/wf/0", std::string("{}"), nullptr);
@@ -143,4 +140,23 @@ TEST_CASE("schedule records commit in submission order after the instance before
   CHECK(durable == std::vector<std::string>{"instance", "unpaused"});
   CHECK(journal.ids == std::vector<std::string>{"wf@2026-11-23T03:00:00Z"});
   CHECK(journal.schedules == std::vector<std::string>{"schedule/wf/0={}", "paused/wf=<deleted>"});
+}
+
+TEST_CASE("a write without a callback still counts, so each later callback gets its own write") {
+  SlowJournal journal;
+  std::mutex mu;
+  std::vector<std::string> durable;
+  {
+    JournalWriter writer(journal, [&](Durable done, std::optional<Error>) {
+      std::lock_guard lock(mu);
+      done.run();
+    });
+    writer.submit(write("a"), nullptr);
+    writer.submit_schedule("schedule/wf/0", std::string("{}"), [&] { durable.push_back("fired"); });
+    writer.submit(write("b"), nullptr);
+    writer.submit(write("c"), [&](InstanceWrite& w) { durable.push_back(w.id); });
+    writer.stop();
+  }
+  CHECK(durable == std::vector<std::string>{"fired", "c"});
+  CHECK(journal.ids == std::vector<std::string>{"a", "b", "c"});
 }
