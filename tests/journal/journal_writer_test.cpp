@@ -64,6 +64,18 @@ InstanceWrite write(std::string id) {
   return w;
 }
 
+// Submits through a writer on `journal`, then stops it; the callbacks run one commit at a time,
+// as on the daemon's loop.
+void run_writer(SlowJournal& journal, const std::function<void(JournalWriter&)>& submit) {
+  std::mutex mu;
+  JournalWriter writer(journal, [&](Durable done, std::optional<Error>) {
+    std::lock_guard lock(mu);
+    done.run();
+  });
+  submit(writer);
+  writer.stop();
+}
+
 }  // namespace
 
 TEST_CASE("writes that arrive during a commit go into the next one, in order") {
@@ -124,19 +136,13 @@ TEST_CASE("a failed commit delivers the error and never the callbacks") {
 
 TEST_CASE("schedule records commit in submission order after the instance before them") {
   SlowJournal journal;
-  std::mutex mu;
   std::vector<std::string> durable;
-  {
-    JournalWriter writer(journal, [&](Durable done, std::optional<Error>) {
-      std::lock_guard lock(mu);
-      done.run();
-    });
+  run_writer(journal, [&](JournalWriter& writer) {
     writer.submit(write("wf@2026-11-23T03:00:00Z"),
                   [&](InstanceWrite&) { durable.push_back("instance"); });
     writer.submit_schedule("schedule/wf/0", std::string("{}"), nullptr);
     writer.submit_schedule("paused/wf", std::nullopt, [&] { durable.push_back("unpaused"); });
-    writer.stop();
-  }
+  });
   CHECK(durable == std::vector<std::string>{"instance", "unpaused"});
   CHECK(journal.ids == std::vector<std::string>{"wf@2026-11-23T03:00:00Z"});
   CHECK(journal.schedules == std::vector<std::string>{"schedule/wf/0={}", "paused/wf=<deleted>"});
@@ -144,19 +150,13 @@ TEST_CASE("schedule records commit in submission order after the instance before
 
 TEST_CASE("a write without a callback still counts, so each later callback gets its own write") {
   SlowJournal journal;
-  std::mutex mu;
   std::vector<std::string> durable;
-  {
-    JournalWriter writer(journal, [&](Durable done, std::optional<Error>) {
-      std::lock_guard lock(mu);
-      done.run();
-    });
+  run_writer(journal, [&](JournalWriter& writer) {
     writer.submit(write("a"), nullptr);
     writer.submit_schedule("schedule/wf/0", std::string("{}"), [&] { durable.push_back("fired"); });
     writer.submit(write("b"), nullptr);
     writer.submit(write("c"), [&](InstanceWrite& w) { durable.push_back(w.id); });
-    writer.stop();
-  }
+  });
   CHECK(durable == std::vector<std::string>{"fired", "c"});
   CHECK(journal.ids == std::vector<std::string>{"a", "b", "c"});
 }
