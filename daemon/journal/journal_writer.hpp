@@ -30,7 +30,6 @@ struct CommitStats {
 class Durable {
  public:
   void run();
-  bool empty() const { return callbacks_.empty(); }
 
  private:
   friend class JournalWriter;
