@@ -1337,7 +1337,8 @@ void Daemon::start_scheduler() {
 
 void Daemon::sync_schedules() {
   if (!scheduler_ || journal_failed_) return;
-  scheduler_->sync(workflows_->current());
+  scheduler_->sync(workflows_->current(),
+                   [this](std::string_view name) { return workflows_->may_define(name); });
   if (schedule_timer_) timers_.erase(*schedule_timer_);
   schedule_timer_.reset();
   if (auto next = scheduler_->next_wakeup()) {

@@ -22,6 +22,12 @@ std::optional<TimePoint> time_from(const json& record, const char* field) {
   return parse_rfc3339(it->get<std::string>());
 }
 
+// "schedule/WORKFLOW/INDEX" -> WORKFLOW (workflow names hold no '/').
+std::string_view key_workflow(std::string_view key) {
+  key.remove_prefix(kSchedulePrefix.size());
+  return key.substr(0, key.rfind('/'));
+}
+
 std::string_view catchup_name(Catchup c) {
   switch (c) {
     case Catchup::none:
@@ -51,10 +57,11 @@ void Scheduler::restore(const std::vector<std::pair<std::string, std::string>>& 
   }
 }
 
-void Scheduler::sync(const std::vector<DefinitionPtr>& current) {
+void Scheduler::sync(const std::vector<DefinitionPtr>& current, const Unloaded& unloaded) {
   const TimePoint now = clock_.now();
   const bool first = !synced_;
   synced_ = true;
+  auto held = [&](std::string_view workflow) { return unloaded && unloaded(workflow); };
   std::set<std::string> seen;
   for (const DefinitionPtr& def : current) {
     for (uint32_t i = 0; i < def->schedules.size(); ++i) {
@@ -85,7 +92,7 @@ void Scheduler::sync(const std::vector<DefinitionPtr>& current) {
         }
         Entry& added = entries_.emplace(key, std::move(e)).first->second;
         if (resumed) {
-          catch_up(key, added, now, first);
+          catch_up(key, added, now, first ? Missed::downtime : Missed::unloaded);
         } else {
           save(key, added);
         }
@@ -117,20 +124,43 @@ void Scheduler::sync(const std::vector<DefinitionPtr>& current) {
       ++it;
       continue;
     }
-    spdlog::info("schedule {} removed", label(it->second));
-    host_.persist(it->first, std::nullopt, nullptr);
+    if (held(it->second.def->name)) {
+      spdlog::warn(
+          "schedule {} stopped: the file of workflow {} failed to load; it resumes "
+          "when the file loads again",
+          label(it->second), it->second.def->name);
+      restored_[it->first] = record(it->second);
+    } else {
+      spdlog::info("schedule {} removed", label(it->second));
+      host_.persist(it->first, std::nullopt, nullptr);
+    }
     it = entries_.erase(it);
   }
-  for (const auto& [key, record] : restored_) {
-    // The schedule went away (or changed) while sagad was down.
-    if (!entries_.contains(key)) host_.persist(key, std::nullopt, nullptr);
+  std::set<std::string_view> reported;
+  for (auto it = restored_.begin(); it != restored_.end();) {
+    const std::string& key = it->first;
+    const std::string_view workflow = key_workflow(key);
+    if (entries_.contains(key)) {  // resumed, or replaced by a changed schedule
+      it = restored_.erase(it);
+    } else if (held(workflow)) {
+      if (first && reported.insert(workflow).second) {
+        spdlog::warn(
+            "the schedules of workflow {} are not running: a file that may define it "
+            "failed to load; they resume where they were when it loads",
+            workflow);
+      }
+      ++it;
+    } else {
+      // The schedule went away (or changed) while sagad was down or its file did not load.
+      host_.persist(key, std::nullopt, nullptr);
+      it = restored_.erase(it);
+    }
   }
-  restored_.clear();
 }
 
-void Scheduler::catch_up(const std::string& key, Entry& e, TimePoint now, bool after_downtime) {
+void Scheduler::catch_up(const std::string& key, Entry& e, TimePoint now, Missed why) {
   if (paused_.contains(e.def->name)) return;
-  const Catchup policy = after_downtime ? e.spec.catchup : Catchup::all;
+  const Catchup policy = why == Missed::while_running ? Catchup::all : e.spec.catchup;
   FirePlan plan = plan_fires(e.cron, *e.zone, e.cursor, now, policy, e.spec.max_catchup);
   if (!plan.newest_due) return;
   if (plan.skipped > 0) {
@@ -141,7 +171,9 @@ void Scheduler::catch_up(const std::string& key, Entry& e, TimePoint now, bool a
         label(e), plan.skipped_is_lower_bound ? "at least " : "", plan.skipped,
         plan.first_skipped ? format_rfc3339(*plan.first_skipped) : "?",
         plan.last_skipped ? format_rfc3339(*plan.last_skipped) : "?",
-        after_downtime ? "while sagad was down" : "at once (was the clock changed?)",
+        why == Missed::downtime   ? "while sagad was down"
+        : why == Missed::unloaded ? "while its workflow could not be loaded"
+                                  : "at once (was the clock changed?)",
         catchup_name(policy), e.spec.max_catchup, plan.fire.size());
   }
   for (TimePoint at : plan.fire) fire(e, at);
@@ -173,7 +205,7 @@ void Scheduler::tick() {
   const TimePoint now = clock_.now();
   for (auto& [key, e] : entries_) {
     if (paused_.contains(e.def->name) || !e.next || *e.next > now) continue;
-    catch_up(key, e, now, false);
+    catch_up(key, e, now, Missed::while_running);
     e.next = next_fire(e.cron, *e.zone, e.cursor);
   }
 }
@@ -224,15 +256,18 @@ Result<void> Scheduler::resume(const std::string& workflow, std::function<void()
   return {};
 }
 
+json Scheduler::record(const Entry& e) {
+  return {{"cron", e.spec.cron},
+          {"timezone", e.spec.timezone},
+          {"cursor", format_rfc3339(e.cursor)},
+          {"last_fire", time_json(e.last_fire)},
+          {"started", e.started},
+          {"skipped_overlap", e.skipped_overlap},
+          {"skipped_catchup", e.skipped_catchup}};
+}
+
 void Scheduler::save(const std::string& key, const Entry& e) {
-  json record = {{"cron", e.spec.cron},
-                 {"timezone", e.spec.timezone},
-                 {"cursor", format_rfc3339(e.cursor)},
-                 {"last_fire", time_json(e.last_fire)},
-                 {"started", e.started},
-                 {"skipped_overlap", e.skipped_overlap},
-                 {"skipped_catchup", e.skipped_catchup}};
-  host_.persist(key, record.dump(), nullptr);
+  host_.persist(key, record(e).dump(), nullptr);
 }
 
 json Scheduler::list() const {

@@ -10,6 +10,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -54,10 +55,15 @@ class Scheduler {
 
   // The records an earlier run journaled (key, value). Call before the first sync().
   void restore(const std::vector<std::pair<std::string, std::string>>& records);
+  // Whether a workflow missing from the current definitions may still be defined: its file is
+  // there but failed to load, with no good version to serve (after a restart).
+  using Unloaded = std::function<bool(std::string_view workflow)>;
   // Applies the current definitions: new schedules start counting now, changed ones (cron or
-  // time zone) start over, removed ones are forgotten. The first call catches up, under each
-  // schedule's policy, on the fires missed while sagad was down.
-  void sync(const std::vector<DefinitionPtr>& current);
+  // time zone) start over, removed ones are forgotten. A schedule whose workflow is `unloaded`
+  // stops firing but keeps its journaled record (cursor, counters) for the sync that finds the
+  // workflow again. Catches up, under each schedule's policy, on the fires missed while sagad was
+  // down or the workflow could not be loaded.
+  void sync(const std::vector<DefinitionPtr>& current, const Unloaded& unloaded = {});
   // Starts every fire due by now.
   void tick();
   // When tick() has something to do next; nullopt: never (no active schedule).
@@ -84,8 +90,11 @@ class Scheduler {
     uint64_t started = 0, skipped_overlap = 0, skipped_catchup = 0;
   };
 
-  void catch_up(const std::string& key, Entry& e, TimePoint now, bool after_downtime);
+  // Why fires were missed: the policy applies to the first two.
+  enum class Missed { downtime, unloaded, while_running };
+  void catch_up(const std::string& key, Entry& e, TimePoint now, Missed why);
   void fire(Entry& e, TimePoint at);
+  static json record(const Entry& e);
   void save(const std::string& key, const Entry& e);
   bool has_schedules(const std::string& workflow) const;
   static std::string label(const Entry& e);
@@ -94,7 +103,9 @@ class Scheduler {
   ScheduleHost& host_;
   std::map<std::string, Entry> entries_;  // "schedule/WORKFLOW/INDEX"
   std::set<std::string> paused_;          // workflow names
-  std::map<std::string, json> restored_;  // records of the previous run, until the first sync
+  // Journaled records without an entry: the previous run's until the first sync, then those of
+  // unloaded workflows.
+  std::map<std::string, json> restored_;
   bool synced_ = false;
 };
 

@@ -5,13 +5,30 @@
 #include <memory>
 #include <set>
 
+#include <yaml-cpp/yaml.h>
+
 namespace saga {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// The `name` a workflow file gives, if it is readable YAML with a string there.
+std::optional<std::string> declared_name(const std::string& path) {
+  try {
+    YAML::Node name = YAML::LoadFile(path)["name"];
+    if (name.IsScalar()) return name.Scalar();
+  } catch (const YAML::Exception&) {
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
   std::vector<DefinitionPtr> fresh;
   errors_.clear();
+  unloaded_.clear();
   std::vector<std::string> paths;
   std::error_code ec;
   for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
@@ -19,7 +36,10 @@ std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
     auto ext = it->path().extension();
     if ((ext == ".yaml" || ext == ".yml") && it->is_regular_file()) paths.push_back(it->path());
   }
-  if (ec) errors_.push_back({dir, "cannot read workflows directory " + dir + ": " + ec.message()});
+  if (ec) {
+    errors_.push_back({dir, "cannot read workflows directory " + dir + ": " + ec.message()});
+    unloaded_.emplace_back();  // any workflow may be in there
+  }
   std::sort(paths.begin(), paths.end());
 
   std::set<std::string> present(paths.begin(), paths.end());
@@ -46,6 +66,7 @@ std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
             "\n(" + path + ": still serving the last good version " + entry.good->version + ")";
       }
       errors_.push_back({path, message});
+      if (!entry.good) unloaded_.push_back(declared_name(path));
     }
     if (!entry.good) continue;
     const std::string& name = entry.good->name;
@@ -80,6 +101,12 @@ DefinitionPtr WorkflowRegistry::adopt(const std::string& source, const std::stri
   def->version = version;
   by_version_[version] = def;
   return def;
+}
+
+bool WorkflowRegistry::may_define(std::string_view name) const {
+  if (by_name_.contains(std::string(name))) return false;
+  return std::any_of(unloaded_.begin(), unloaded_.end(),
+                     [&](const auto& declared) { return !declared || *declared == name; });
 }
 
 std::vector<DefinitionPtr> WorkflowRegistry::current() const {

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/definition.hpp"
@@ -34,6 +36,10 @@ class WorkflowRegistry {
   DefinitionPtr adopt(const std::string& source, const std::string& version);
 
   std::vector<DefinitionPtr> current() const;
+  // Whether workflow `name`, which is not current, may be defined by a file that failed to load
+  // with no good version to serve (as after a restart): one that names it, or one whose name
+  // cannot be read.
+  bool may_define(std::string_view name) const;
   const std::vector<LoadError>& errors() const { return errors_; }
 
  private:
@@ -45,6 +51,8 @@ class WorkflowRegistry {
   std::map<std::string, DefinitionPtr> by_name_;     // current
   std::map<std::string, DefinitionPtr> by_version_;  // every version seen
   std::vector<LoadError> errors_;
+  // The names of the files that failed with no good version; nullopt where none can be read.
+  std::vector<std::optional<std::string>> unloaded_;
 };
 
 }  // namespace saga

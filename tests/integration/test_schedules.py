@@ -145,3 +145,27 @@ def test_editing_and_removing_a_schedule_takes_effect_on_reload(daemon):
     assert len(fires(daemon)) == count
     daemon.add_workflow("tick.yaml", TICK.replace('schedule:\n  - cron: "* * * * * *"\n    input: {source: cron}\n    catchup: latest\n', ""))
     wait_until(lambda: schedules(daemon) == [])
+
+
+def test_a_file_broken_across_a_restart_keeps_its_schedule_where_it_was(daemon):
+    daemon.add_workflow("tick.yaml", TICK)
+    daemon.start()
+    wait_until(lambda: schedules(daemon)[0]["started"] >= 4)
+    daemon.stop()
+    # Broken while sagad was down: there is no good version to serve after the restart.
+    daemon.add_workflow("tick.yaml", TICK.replace("catchup: latest", "catchup: latest\n    retyr: 1"))
+    daemon.start()
+    count = len(fires(daemon))
+    assert count >= 4
+    assert schedules(daemon) == []
+    assert "the schedules of workflow tick are not running" in daemon.log()
+    time.sleep(3)
+    assert len(fires(daemon)) == count
+    # Fixed: the schedule goes on from its journaled record instead of starting over, and catches
+    # up under its policy (latest: one start) on what it missed.
+    daemon.add_workflow("tick.yaml", TICK)
+    s = wait_until(lambda: (lambda l: l[0] if l else None)(schedules(daemon)))
+    assert s["started"] >= count + 1, s
+    assert s["skipped_catchup"] >= 1, daemon.log()
+    assert re.search(r"schedule tick: skipped \d+ fires due from \S+ to \S+ while its workflow "
+                     r"could not be loaded \(catchup: latest", daemon.log()), daemon.log()

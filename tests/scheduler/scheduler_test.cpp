@@ -340,3 +340,69 @@ TEST_CASE("a schedule in a time zone fires at its local time", "[scheduler]") {
   CHECK(host.order == std::vector<std::string>{"wf@2026-03-29T01:00:00Z"});
   CHECK(show(s.next_wakeup()) == "2026-03-30T00:30:00.000Z");
 }
+
+TEST_CASE("a workflow that fails to load after a restart keeps its schedules where they were",
+          "[scheduler]") {
+  FakeClock clock(utc("2026-11-23T00:30:00Z"));
+  FakeHost host;
+  auto def = workflow("wf", {hourly(Catchup::latest)});
+  {
+    Scheduler before(clock, host);
+    before.restore(host.journaled());
+    before.sync({def});
+    clock.set("2026-11-23T01:00:00Z");
+    before.tick();
+  }
+  REQUIRE(host.order.size() == 1);
+  // Restarted at 03:10 with the workflow's file broken: nothing fires, the record stays.
+  clock.set("2026-11-23T03:10:00Z");
+  Scheduler after(clock, host);
+  after.restore(host.journaled());
+  auto broken = [](std::string_view name) { return name == "wf"; };
+  after.sync({}, broken);
+  CHECK(after.list()["schedules"].empty());
+  CHECK(!after.next_wakeup());
+  CHECK(host.records.contains("schedule/wf/0"));
+  // A reload for another workflow's sake keeps it as well.
+  after.sync({workflow("other", {hourly()})}, broken);
+  CHECK(host.records.contains("schedule/wf/0"));
+  CHECK(host.order.size() == 1);
+  // The file is fixed at 05:10: the schedule goes on from its record, counters and all, and
+  // catches up under its policy on the fires missed meanwhile (02:00 to 05:00).
+  clock.set("2026-11-23T05:10:00Z");
+  after.sync({def, workflow("other", {hourly()})}, [](std::string_view) { return false; });
+  CHECK(host.order ==
+        std::vector<std::string>{"wf@2026-11-23T01:00:00Z", "wf@2026-11-23T05:00:00Z"});
+  json listed = after.list()["schedules"][1];
+  REQUIRE(listed["workflow"] == "wf");
+  CHECK(listed["started"] == 2);
+  CHECK(listed["skipped_catchup"] == 3);
+  CHECK(listed["next_fire"] == "2026-11-23T06:00:00.000Z");
+}
+
+TEST_CASE("a schedule stops while its workflow cannot be loaded, and goes once it is removed",
+          "[scheduler]") {
+  FakeClock clock(utc("2026-11-23T00:30:00Z"));
+  FakeHost host;
+  Scheduler s(clock, host);
+  auto def = workflow("wf", {hourly(Catchup::all)});
+  s.restore({});
+  s.sync({def});
+  clock.set("2026-11-23T01:00:00Z");
+  s.tick();
+  REQUIRE(host.order.size() == 1);
+  // Its file fails to load with no version to fall back on: the schedule stops, its record stays.
+  s.sync({}, [](std::string_view name) { return name == "wf"; });
+  CHECK(s.list()["schedules"].empty());
+  CHECK(!s.next_wakeup());
+  REQUIRE(host.records.contains("schedule/wf/0"));
+  CHECK(json::parse(host.records.at("schedule/wf/0"))["started"] == 1);
+  // The file is deleted: the record goes too, and a workflow of that name added later is new.
+  clock.set("2026-11-23T03:10:00Z");
+  s.sync({}, [](std::string_view) { return false; });
+  CHECK(!host.records.contains("schedule/wf/0"));
+  s.sync({def});
+  CHECK(host.order.size() == 1);
+  CHECK(s.list()["schedules"][0]["started"] == 0);
+  CHECK(show(s.next_wakeup()) == "2026-11-23T04:00:00.000Z");
+}

@@ -1,0 +1,76 @@
+#include "workflow/registry.hpp"
+
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+
+using namespace saga;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/saga-registry-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path = tmpl;
+  }
+  ~TempDir() { fs::remove_all(path); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  void write(const std::string& file, const std::string& text) const {
+    std::ofstream(path + "/" + file) << text;
+  }
+};
+
+constexpr const char* kGood = "name: wf\nsteps:\n  - {name: a, uses: noop}\n";
+constexpr const char* kBroken = "name: wf\nsteps:\n  - {name: a, uses: noop, retyr: 1}\n";
+
+}  // namespace
+
+TEST_CASE("the registry tells which workflows a file that failed to load may define",
+          "[registry]") {
+  TempDir dir;
+  dir.write("other.yaml", "name: other\nsteps:\n  - {name: a, uses: noop}\n");
+  WorkflowRegistry registry(nullptr);  // step types unchecked
+
+  SECTION("a broken file names its workflow") {
+    dir.write("wf.yaml", kBroken);
+    registry.reload(dir.path);
+    REQUIRE(registry.errors().size() == 1);
+    CHECK(registry.find("wf") == nullptr);
+    CHECK(registry.may_define("wf"));
+    CHECK(!registry.may_define("gone"));
+    CHECK(!registry.may_define("other"));  // loaded: not in doubt
+    dir.write("wf.yaml", kGood);
+    registry.reload(dir.path);
+    CHECK(registry.find("wf") != nullptr);
+    CHECK(!registry.may_define("wf"));
+  }
+  SECTION("a file that is not YAML may define any workflow") {
+    dir.write("wf.yaml", "name: [wf\n");
+    registry.reload(dir.path);
+    REQUIRE(registry.errors().size() == 1);
+    CHECK(registry.may_define("wf"));
+    CHECK(registry.may_define("gone"));
+    fs::remove(dir.path + "/wf.yaml");
+    registry.reload(dir.path);
+    CHECK(!registry.may_define("wf"));
+  }
+  SECTION("a file that breaks while its last good version serves is not in doubt") {
+    dir.write("wf.yaml", kGood);
+    registry.reload(dir.path);
+    dir.write("wf.yaml", kBroken);
+    registry.reload(dir.path);
+    REQUIRE(registry.errors().size() == 1);
+    CHECK(registry.find("wf") != nullptr);
+    CHECK(!registry.may_define("wf"));
+  }
+  SECTION("an unreadable directory may hold any workflow") {
+    registry.reload(dir.path + "/missing");
+    CHECK(registry.may_define("wf"));
+  }
+}
