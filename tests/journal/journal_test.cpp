@@ -14,23 +14,14 @@
 
 #include "journal/journal.hpp"
 #include "journal/zeroed_wal.hpp"
+#include "temp_dir.hpp"
 
 using namespace saga;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/saga-journal-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path = tmpl;
-  }
-  ~TempDir() { fs::remove_all(path); }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-};
+using test::TempDir;
 
 std::string state_json(const std::string& id, const std::string& state,
                        const std::string& workflow = "wf",

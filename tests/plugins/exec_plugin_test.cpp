@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "plugin_harness.hpp"
+#include "temp_dir.hpp"
 
 namespace {
 
@@ -37,20 +38,7 @@ json sh(const std::string& script) {
   return {{"argv", {"/bin/sh", "-c", script}}};
 }
 
-// A fresh directory, removed with everything in it at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "saga-exec-test-XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path_ = std::filesystem::canonical(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using saga::test::TempDir;
 
 pid_t read_pid(const std::filesystem::path& file) {
   std::ifstream in(file);
@@ -232,9 +220,9 @@ TEST_CASE("exec: a program that ignores its stdin does not bring SIGPIPE on saga
 
 TEST_CASE("exec: cwd is honoured", "[exec]") {
   TempDir dir;
-  const Outcome r = run({{"argv", {"pwd"}}, {"cwd", dir.path().string()}});
+  const Outcome r = run({{"argv", {"pwd"}}, {"cwd", dir.path}});
   REQUIRE(r.outcome == SAGA_OUTCOME_OK);
-  CHECK(r.output() == json{{"stdout", dir.path().string() + "\n"}});
+  CHECK(r.output() == json{{"stdout", dir.path + "\n"}});
 }
 
 TEST_CASE("exec: mistakes in the workflow fail for good", "[exec]") {
@@ -270,7 +258,7 @@ TEST_CASE("exec: mistakes in the workflow fail for good", "[exec]") {
 TEST_CASE("exec: the timeout kills the whole process group", "[exec]") {
   become_subreaper();
   TempDir dir;
-  const auto pid_file = dir.path() / "pid";
+  const auto pid_file = std::filesystem::path(dir.path) / "pid";
   AttemptSpec spec;
   spec.timeout = 500ms;
   const auto started = std::chrono::steady_clock::now();
@@ -287,7 +275,7 @@ TEST_CASE("exec: the timeout kills the whole process group", "[exec]") {
 TEST_CASE("exec: a program that ignores SIGTERM is killed after the grace", "[exec]") {
   become_subreaper();
   TempDir dir;
-  const auto pid_file = dir.path() / "pid";
+  const auto pid_file = std::filesystem::path(dir.path) / "pid";
   AttemptSpec spec;
   spec.timeout = 300ms;
   const auto started = std::chrono::steady_clock::now();
@@ -302,7 +290,7 @@ TEST_CASE("exec: a program that ignores SIGTERM is killed after the grace", "[ex
 TEST_CASE("exec: cancellation stops the program", "[exec]") {
   become_subreaper();
   TempDir dir;
-  const auto pid_file = dir.path() / "pid";
+  const auto pid_file = std::filesystem::path(dir.path) / "pid";
   std::atomic<bool> cancel{false};
   AttemptSpec spec;
   spec.cancel = &cancel;
@@ -322,7 +310,7 @@ TEST_CASE("exec: cancellation stops the program", "[exec]") {
 TEST_CASE("exec: descendants left behind are killed when the program exits", "[exec]") {
   become_subreaper();
   TempDir dir;
-  const auto pid_file = dir.path() / "pid";
+  const auto pid_file = std::filesystem::path(dir.path) / "pid";
   const auto started = std::chrono::steady_clock::now();
   // The background sleep keeps stdout open: the step must not wait for it.
   const Outcome r =

@@ -82,6 +82,17 @@ ScheduleDef hourly(Catchup catchup = Catchup::latest, Overlap overlap = Overlap:
   return s;
 }
 
+// A run of sagad from 00:30 to just after the hourly fire at 01:00, which it starts.
+void run_until_first_fire(FakeClock& clock, FakeHost& host, const DefinitionPtr& def) {
+  clock.set("2026-11-23T00:30:00Z");
+  Scheduler before(clock, host);
+  before.restore(host.journaled());
+  before.sync({def});
+  clock.set("2026-11-23T01:00:00Z");
+  before.tick();
+  REQUIRE(host.order.size() == 1);
+}
+
 std::string show(std::optional<TimePoint> t) {
   return t ? format_rfc3339(*t) : std::string("none");
 }
@@ -136,14 +147,7 @@ TEST_CASE("catch-up policies across a simulated downtime", "[scheduler]") {
     FakeClock clock(utc("2026-11-23T00:30:00Z"));
     FakeHost host;
     auto def = workflow("wf", {hourly(c.policy, Overlap::allow, c.max_catchup)});
-    {
-      Scheduler before(clock, host);
-      before.restore(host.journaled());
-      before.sync({def});
-      clock.set("2026-11-23T01:00:00Z");
-      before.tick();
-    }
-    REQUIRE(host.order.size() == 1);
+    run_until_first_fire(clock, host, def);
     // sagad is down from 01:00:05 to 05:10: the fires at 02, 03, 04 and 05 are missed.
     clock.set("2026-11-23T05:10:00Z");
     Scheduler after(clock, host);
@@ -346,14 +350,7 @@ TEST_CASE("a workflow that fails to load after a restart keeps its schedules whe
   FakeClock clock(utc("2026-11-23T00:30:00Z"));
   FakeHost host;
   auto def = workflow("wf", {hourly(Catchup::latest)});
-  {
-    Scheduler before(clock, host);
-    before.restore(host.journaled());
-    before.sync({def});
-    clock.set("2026-11-23T01:00:00Z");
-    before.tick();
-  }
-  REQUIRE(host.order.size() == 1);
+  run_until_first_fire(clock, host, def);
   // Restarted at 03:10 with the workflow's file broken: nothing fires, the record stays.
   clock.set("2026-11-23T03:10:00Z");
   Scheduler after(clock, host);

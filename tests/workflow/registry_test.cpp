@@ -1,26 +1,18 @@
 #include "workflow/registry.hpp"
 
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+
+#include "temp_dir.hpp"
 
 using namespace saga;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/saga-registry-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path = tmpl;
-  }
-  ~TempDir() { fs::remove_all(path); }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
+// A temporary workflows directory.
+struct Dir : test::TempDir {
   void write(const std::string& file, const std::string& text) const {
     std::ofstream(path + "/" + file) << text;
   }
@@ -33,7 +25,7 @@ constexpr const char* kBroken = "name: wf\nsteps:\n  - {name: a, uses: noop, ret
 
 TEST_CASE("the registry tells which workflows a file that failed to load may define",
           "[registry]") {
-  TempDir dir;
+  Dir dir;
   dir.write("other.yaml", "name: other\nsteps:\n  - {name: a, uses: noop}\n");
   WorkflowRegistry registry(nullptr);  // step types unchecked
 
