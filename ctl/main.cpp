@@ -598,7 +598,8 @@ int main(int argc, char** argv) {
         for (const auto& sc : result["schedules"]) {
           rows.push_back(
               {text_of(sc["workflow"]), text_of(sc["schedule"]), text_of(sc["cron"]),
-               text_of(sc["timezone"]), when(o, sc.value("next_fire", json())),
+               text_of(sc["timezone"]),
+               sc.value("loaded", true) ? when(o, sc.value("next_fire", json())) : "not loaded",
                when(o, sc.value("last_fire", json())), sc.value("paused", false) ? "yes" : "no",
                std::to_string(sc.value("skipped_overlap", 0) + sc.value("skipped_catchup", 0))});
         }

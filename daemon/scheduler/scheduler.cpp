@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <charconv>
+
 namespace saga {
 namespace {
 
@@ -20,6 +23,17 @@ std::optional<TimePoint> time_from(const json& record, const char* field) {
   auto it = record.find(field);
   if (it == record.end() || !it->is_string()) return std::nullopt;
   return parse_rfc3339(it->get<std::string>());
+}
+
+// A record's fields as written by Scheduler::record(); a record damaged on disk reads as empty
+// and zero instead of throwing.
+std::string text_from(const json& record, const char* field) {
+  auto it = record.find(field);
+  return it != record.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+uint64_t count_from(const json& record, const char* field) {
+  auto it = record.find(field);
+  return it != record.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
 }
 
 // "schedule/WORKFLOW/INDEX" -> WORKFLOW (workflow names hold no '/').
@@ -61,7 +75,11 @@ void Scheduler::sync(const std::vector<DefinitionPtr>& current, const Unloaded& 
   const TimePoint now = clock_.now();
   const bool first = !synced_;
   synced_ = true;
-  auto held = [&](std::string_view workflow) { return unloaded && unloaded(workflow); };
+  std::set<std::string_view> loaded;
+  for (const DefinitionPtr& def : current) loaded.insert(def->name);
+  auto held = [&](std::string_view workflow) {
+    return !loaded.contains(workflow) && unloaded && unloaded(workflow);
+  };
   std::set<std::string> seen;
   for (const DefinitionPtr& def : current) {
     for (uint32_t i = 0; i < def->schedules.size(); ++i) {
@@ -80,14 +98,14 @@ void Scheduler::sync(const std::vector<DefinitionPtr>& current, const Unloaded& 
         Entry e{def, i, spec, std::move(*cron), zone, now, std::nullopt, std::nullopt, 0, 0, 0};
         bool resumed = false;
         if (auto r = restored_.find(key); r != restored_.end() &&
-                                          r->second.value("cron", "") == spec.cron &&
-                                          r->second.value("timezone", "") == spec.timezone) {
+                                          text_from(r->second, "cron") == spec.cron &&
+                                          text_from(r->second, "timezone") == spec.timezone) {
           const json& rec = r->second;
           e.cursor = time_from(rec, "cursor").value_or(now);
           e.last_fire = time_from(rec, "last_fire");
-          e.started = rec.value("started", uint64_t{0});
-          e.skipped_overlap = rec.value("skipped_overlap", uint64_t{0});
-          e.skipped_catchup = rec.value("skipped_catchup", uint64_t{0});
+          e.started = count_from(rec, "started");
+          e.skipped_overlap = count_from(rec, "skipped_overlap");
+          e.skipped_catchup = count_from(rec, "skipped_catchup");
           resumed = true;
         }
         Entry& added = entries_.emplace(key, std::move(e)).first->second;
@@ -126,8 +144,8 @@ void Scheduler::sync(const std::vector<DefinitionPtr>& current, const Unloaded& 
     }
     if (held(it->second.def->name)) {
       spdlog::warn(
-          "schedule {} stopped: the file of workflow {} failed to load; it resumes "
-          "when the file loads again",
+          "schedule {} stopped: workflow {} is no longer loaded, and a file that may define it "
+          "failed to load; it resumes where it was when the workflow loads",
           label(it->second), it->second.def->name);
       restored_[it->first] = record(it->second);
     } else {
@@ -172,7 +190,7 @@ void Scheduler::catch_up(const std::string& key, Entry& e, TimePoint now, Missed
         plan.first_skipped ? format_rfc3339(*plan.first_skipped) : "?",
         plan.last_skipped ? format_rfc3339(*plan.last_skipped) : "?",
         why == Missed::downtime   ? "while sagad was down"
-        : why == Missed::unloaded ? "while its workflow could not be loaded"
+        : why == Missed::unloaded ? "while its workflow was not loaded"
                                   : "at once (was the clock changed?)",
         catchup_name(policy), e.spec.max_catchup, plan.fire.size());
   }
@@ -223,6 +241,11 @@ bool Scheduler::has_schedules(const std::string& workflow) const {
   for (const auto& [key, e] : entries_) {
     if (e.def->name == workflow) return true;
   }
+  // Those of a workflow that is not loaded now count too: pausing stops the catch-up that loading
+  // it would start.
+  for (const auto& [key, record] : restored_) {
+    if (key_workflow(key) == workflow) return true;
+  }
   return false;
 }
 
@@ -250,6 +273,11 @@ Result<void> Scheduler::resume(const std::string& workflow, std::function<void()
       e.next = next_fire(e.cron, *e.zone, e.cursor);
       save(key, e);
     }
+    for (auto& [key, record] : restored_) {
+      if (key_workflow(key) != workflow) continue;
+      record["cursor"] = format_rfc3339(now);
+      host_.persist(key, record.dump(), nullptr);
+    }
     spdlog::info("schedules of {} resumed", workflow);
   }
   host_.persist(std::string(kPausedPrefix) + workflow, std::nullopt, std::move(on_durable));
@@ -271,24 +299,54 @@ void Scheduler::save(const std::string& key, const Entry& e) {
 }
 
 json Scheduler::list() const {
-  json out = json::array();
+  std::vector<std::pair<std::string_view, json>> rows;
   for (const auto& [key, e] : entries_) {
     const bool paused = paused_.contains(e.def->name);
-    out.push_back({{"workflow", e.def->name},
-                   {"schedule", e.index + 1},
-                   {"cron", e.spec.cron},
-                   {"timezone", e.spec.timezone},
-                   {"catchup", catchup_name(e.spec.catchup)},
-                   {"overlap", e.spec.overlap == Overlap::skip ? "skip" : "allow"},
-                   {"next_fire", paused ? json() : time_json(e.next)},
-                   {"last_fire", time_json(e.last_fire)},
-                   {"last_instance",
-                    e.last_fire ? json(fire_id(e.def->name, e.index, *e.last_fire)) : json()},
-                   {"paused", paused},
-                   {"started", e.started},
-                   {"skipped_overlap", e.skipped_overlap},
-                   {"skipped_catchup", e.skipped_catchup}});
+    rows.emplace_back(
+        key, json{{"workflow", e.def->name},
+                  {"schedule", e.index + 1},
+                  {"cron", e.spec.cron},
+                  {"timezone", e.spec.timezone},
+                  {"catchup", catchup_name(e.spec.catchup)},
+                  {"overlap", e.spec.overlap == Overlap::skip ? "skip" : "allow"},
+                  {"next_fire", paused ? json() : time_json(e.next)},
+                  {"last_fire", time_json(e.last_fire)},
+                  {"last_instance",
+                   e.last_fire ? json(fire_id(e.def->name, e.index, *e.last_fire)) : json()},
+                  {"paused", paused},
+                  {"loaded", true},
+                  {"started", e.started},
+                  {"skipped_overlap", e.skipped_overlap},
+                  {"skipped_catchup", e.skipped_catchup}});
   }
+  // The schedules of a workflow that is not loaded, as their records have them.
+  if (synced_) {
+    for (const auto& [key, record] : restored_) {
+      const std::string workflow(key_workflow(key));
+      std::string_view number(key);
+      number.remove_prefix(kSchedulePrefix.size() + workflow.size() + 1);
+      uint32_t index = 0;
+      std::from_chars(number.data(), number.data() + number.size(), index);
+      auto last_fire = time_from(record, "last_fire");
+      rows.emplace_back(key, json{{"workflow", workflow},
+                                  {"schedule", index + 1},
+                                  {"cron", text_from(record, "cron")},
+                                  {"timezone", text_from(record, "timezone")},
+                                  {"next_fire", nullptr},
+                                  {"last_fire", time_json(last_fire)},
+                                  {"last_instance",
+                                   last_fire ? json(fire_id(workflow, index, *last_fire)) : json()},
+                                  {"paused", paused_.contains(workflow)},
+                                  {"loaded", false},
+                                  {"started", count_from(record, "started")},
+                                  {"skipped_overlap", count_from(record, "skipped_overlap")},
+                                  {"skipped_catchup", count_from(record, "skipped_catchup")}});
+    }
+  }
+  std::sort(rows.begin(), rows.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  json out = json::array();
+  for (auto& [key, row] : rows) out.push_back(std::move(row));
   return {{"schedules", std::move(out)}};
 }
 

@@ -48,9 +48,16 @@ TEST_CASE("the registry tells which workflows a file that failed to load may def
     REQUIRE(registry.errors().size() == 1);
     CHECK(registry.may_define("wf"));
     CHECK(registry.may_define("gone"));
+    CHECK(!registry.may_define("other"));  // loaded: not in doubt
     fs::remove(dir.path + "/wf.yaml");
     registry.reload(dir.path);
     CHECK(!registry.may_define("wf"));
+  }
+  SECTION("a file without a name may define any workflow") {
+    dir.write("wf.yaml", "nmae: wf\nsteps:\n  - {name: a, uses: noop}\n");
+    registry.reload(dir.path);
+    REQUIRE(registry.errors().size() == 1);
+    CHECK(registry.may_define("wf"));
   }
   SECTION("a file that breaks while its last good version serves is not in doubt") {
     dir.write("wf.yaml", kGood);
