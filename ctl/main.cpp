@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <saga/json_depth.hpp>
 #include <sstream>
 
 #include "control/client.hpp"
@@ -153,6 +154,11 @@ int call(const Options& o, const std::string& method, json params, json& out) {
 }
 
 std::optional<json> parse_object(const std::string& text, const std::string& what, int& code) {
+  if (saga::json_nests_deeper_than(text)) {
+    code = fail(kUsage, what + " nests arrays and objects more than " +
+                            std::to_string(saga::kMaxJsonDepth) + " levels deep; flatten it");
+    return std::nullopt;
+  }
   json v = json::parse(text, nullptr, false);
   if (v.is_discarded() || !v.is_object()) {
     code = fail(kUsage, what + " must be a JSON object, e.g. '{\"order_id\": 42}'");
@@ -482,7 +488,8 @@ int main(int argc, char** argv) {
       input_text = ss.str();
     }
     if (!input_text.empty()) {
-      auto input = parse_object(input_text, "--input", code);
+      auto input = parse_object(
+          input_text, input_file.empty() ? "--input" : "--input-file " + input_file, code);
       if (!input) return code;
       params["input"] = *input;
     }

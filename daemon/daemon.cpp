@@ -5,6 +5,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 #include <uv.h>
+#include <saga/json_depth.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -688,7 +689,16 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
         case SAGA_OUTCOME_OK: {
           r.outcome = Outcome::ok;
           // Most steps return nothing, which the SDK sends as {}: no parse for that.
-          r.output = reply.data == "{}" ? json::object() : json::parse(reply.data, nullptr, false);
+          if (reply.data == "{}") {
+            r.output = json::object();
+          } else if (json_nests_deeper_than(reply.data)) {
+            r.outcome = Outcome::retry;
+            r.error = "the step type returned an output that nests more than " +
+                      std::to_string(kMaxJsonDepth) + " levels deep";
+            break;
+          } else {
+            r.output = json::parse(reply.data, nullptr, false);
+          }
           if (r.output.is_discarded()) {
             r.outcome = Outcome::retry;
             r.output = nullptr;
@@ -940,6 +950,14 @@ std::optional<std::string> string_param(const json& params, const char* key) {
   return it->get<std::string>();
 }
 
+// A boolean parameter: `fallback` when absent or null, nullopt when it is not a boolean.
+std::optional<bool> bool_param(const json& params, const char* key, bool fallback) {
+  auto it = params.find(key);
+  if (it == params.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) return std::nullopt;
+  return it->get<bool>();
+}
+
 void Daemon::handle_start(ControlServer::Call& call) {
   const json& p = call.params;
   auto workflow = string_param(p, "workflow");
@@ -953,7 +971,9 @@ void Daemon::handle_start(ControlServer::Call& call) {
   json input = json::object();
   if (auto it = call.params.find("input"); it != call.params.end()) input = std::move(*it);
   if (!input.is_object()) return reply_invalid(call, "\"input\" must be a JSON object");
-  bool wait = p.value("wait", false);
+  auto waits = bool_param(p, "wait", false);
+  if (!waits) return reply_invalid(call, "\"wait\" must be true or false");
+  const bool wait = *waits;
 
   if (id) {
     if (Live* live = find_live(*id)) {
@@ -1005,7 +1025,9 @@ void Daemon::handle_start(ControlServer::Call& call) {
 void Daemon::handle_inspect(ControlServer::Call& call) {
   auto id = string_param(call.params, "id");
   if (!id || *id == "\x01") return reply_invalid(call, "inspect needs \"id\", a string");
-  auto instance = stored_instance(*id, call.params.value("history", false));
+  auto history = bool_param(call.params, "history", false);
+  if (!history) return reply_invalid(call, "\"history\" must be true or false");
+  auto instance = stored_instance(*id, *history);
   if (!instance) return reply_error(call, instance.error());
   ControlServer::reply(call.conn, call.id, std::move(*instance));
 }

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <saga/json_depth.hpp>
 
 #include <array>
 #include <cerrno>
@@ -187,6 +188,12 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
 
   void handle_line(const std::string& line) {
     if (line.find_first_not_of(" \t") == std::string::npos) return;
+    if (saga::json_nests_deeper_than(line)) {
+      send(rpc::make_error(nullptr, rpc::kInvalidRequest,
+                           "the request nests arrays and objects more than " +
+                               std::to_string(saga::kMaxJsonDepth) + " levels deep; flatten it"));
+      return;
+    }
     auto message = nlohmann::json::parse(line, nullptr, false);
     if (message.is_discarded()) {
       send(rpc::make_error(nullptr, rpc::kParseError, "parse error: the line is not valid JSON"));
@@ -201,8 +208,17 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
       return;
     }
     if (!server_) return;
-    server_->handler_(Call{weak_from_this(), request->id, std::move(request->method),
-                           std::move(request->params), peer_});
+    nlohmann::json id = request->id;
+    std::string method = request->method;
+    try {
+      server_->handler_(Call{weak_from_this(), request->id, std::move(request->method),
+                             std::move(request->params), peer_});
+    } catch (const std::exception& e) {
+      // A request that a handler did not expect is answered and logged; the daemon goes on.
+      spdlog::error("{} request failed: {}", method, e.what());
+      send(rpc::make_error(id, rpc::kInternalError,
+                           method + " failed inside sagad (" + e.what() + "); please report it"));
+    }
   }
 
   ControlServer* server_;

@@ -25,6 +25,7 @@ extern "C" {
 #include <cstring>
 #include <expected>
 #include <optional>
+#include <saga/json_depth.hpp>
 #include <saga/step.hpp>
 #include <string>
 #include <string_view>
@@ -442,7 +443,10 @@ Result exit_result(int status, const ChildIo& io) {
   if (WIFEXITED(status)) {
     const int code = WEXITSTATUS(status);
     if (code == 0) {
-      json parsed = json::parse(io.stdout_text(), nullptr, /*allow_exceptions=*/false);
+      // Output nested too deeply to handle as JSON is passed on as text, as other text is.
+      json parsed = saga::json_nests_deeper_than(io.stdout_text())
+                        ? json(json::value_t::discarded)
+                        : json::parse(io.stdout_text(), nullptr, /*allow_exceptions=*/false);
       if (!parsed.is_discarded() && !io.stdout_truncated()) return Result::ok(std::move(parsed));
       json output = {{"stdout", valid_utf8(io.stdout_text())}};
       if (io.stdout_truncated()) output["stdout_truncated"] = true;

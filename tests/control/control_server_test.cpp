@@ -4,11 +4,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -17,12 +19,10 @@ using json = nlohmann::json;
 
 namespace {
 
-// A ControlServer on its own loop thread. On "flood" it answers, then sends notifications
-// until its backlog for the caller passes 256 KiB, then a "bye" notification, and closes the
-// connection once that is written or after `grace_ms`, as a watch that falls behind is dropped.
-class FloodServer {
+// A ControlServer with `handler` on its own loop thread, listening in a fresh directory.
+class TestServer {
  public:
-  explicit FloodServer(uint64_t grace_ms) : grace_ms_(grace_ms) {
+  explicit TestServer(ControlServer::Handler handler) : handler_(std::move(handler)) {
     char dir[] = "/tmp/saga-control-test-XXXXXX";
     REQUIRE(::mkdtemp(dir));
     dir_ = dir;
@@ -30,28 +30,18 @@ class FloodServer {
     thread_ = std::thread([this] { run(); });
     while (!ready_) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  ~FloodServer() {
+  ~TestServer() {
     uv_async_send(stop_);
     thread_.join();
     std::filesystem::remove_all(dir_);
   }
   const std::string& path() const { return path_; }
-  size_t peak_backlog() const { return peak_; }
 
  private:
   void run() {
     uv_loop_t loop;
     uv_loop_init(&loop);
-    ControlServer server(&loop, [this](ControlServer::Call call) {
-      ControlServer::reply(call.conn, call.id, json::object());
-      std::string blob(64 << 10, 'x');
-      while (ControlServer::backlog(call.conn).value_or(SIZE_MAX) <= (256u << 10)) {
-        ControlServer::notify(call.conn, "data", {{"blob", blob}});
-      }
-      peak_ = ControlServer::backlog(call.conn).value_or(0);
-      ControlServer::notify(call.conn, "bye", json::object());
-      ControlServer::close_after_flush(call.conn, grace_ms_);
-    });
+    ControlServer server(&loop, handler_);
     if (!server.listen(path_)) std::abort();  // Catch2 assertions belong to the test's thread
     stop_ = new uv_async_t;
     stop_->data = &server;
@@ -65,15 +55,43 @@ class FloodServer {
     uv_loop_close(&loop);
   }
 
-  uint64_t grace_ms_;
+  ControlServer::Handler handler_;
   std::string dir_, path_;
   std::thread thread_;
   uv_async_t* stop_ = nullptr;
   std::atomic<bool> ready_{false};
-  std::atomic<size_t> peak_{0};
 };
 
-int connect_to(const std::string& path) {
+// On "flood" it answers, then sends notifications until its backlog for the caller passes
+// 256 KiB, then a "bye" notification, and closes the connection once that is written or after
+// `grace_ms`, as a watch that falls behind is dropped.
+class FloodServer {
+ public:
+  explicit FloodServer(uint64_t grace_ms)
+      : grace_ms_(grace_ms), server_([this](ControlServer::Call call) { flood(call); }) {}
+  const std::string& path() const { return server_.path(); }
+  size_t peak_backlog() const { return peak_; }
+
+ private:
+  void flood(const ControlServer::Call& call) {
+    ControlServer::reply(call.conn, call.id, json::object());
+    std::string blob(64 << 10, 'x');
+    while (ControlServer::backlog(call.conn).value_or(SIZE_MAX) <= (256u << 10)) {
+      ControlServer::notify(call.conn, "data", {{"blob", blob}});
+    }
+    peak_ = ControlServer::backlog(call.conn).value_or(0);
+    ControlServer::notify(call.conn, "bye", json::object());
+    ControlServer::close_after_flush(call.conn, grace_ms_);
+  }
+
+  const uint64_t grace_ms_;
+  std::atomic<size_t> peak_{0};
+  TestServer server_;  // last: its thread calls flood()
+};
+
+int connect_to(const std::string& path,
+               const std::string& request = R"({"jsonrpc":"2.0","id":1,"method":"flood"})"
+                                            "\n") {
   int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
   int small = 4096;
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
@@ -81,8 +99,6 @@ int connect_to(const std::string& path) {
   addr.sun_family = AF_UNIX;
   std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
   REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  std::string request = R"({"jsonrpc":"2.0","id":1,"method":"flood"})"
-                        "\n";
   REQUIRE(::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size()));
   return fd;
 }
@@ -128,4 +144,30 @@ TEST_CASE("a peer that does not read is cut off after the grace period") {
   ::close(fd);
   CHECK(std::chrono::steady_clock::now() - began < std::chrono::seconds(5));
   CHECK(all.find("\"bye\"") == std::string::npos);
+}
+
+TEST_CASE("a handler that throws gets its caller an internal error, and the server goes on") {
+  TestServer server([](ControlServer::Call call) {
+    if (call.method == "boom") throw std::runtime_error("unexpected");
+    ControlServer::reply(call.conn, call.id, {{"method", call.method}});
+  });
+  int fd = connect_to(server.path(), R"({"jsonrpc":"2.0","id":7,"method":"boom"})"
+                                     "\n"
+                                     R"({"jsonrpc":"2.0","id":8,"method":"ping"})"
+                                     "\n");
+  std::string got;
+  char buf[4096];
+  while (std::count(got.begin(), got.end(), '\n') < 2) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    REQUIRE(n > 0);
+    got.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  auto first = json::parse(got.substr(0, got.find('\n')));
+  CHECK(first["id"] == 7);
+  CHECK(first["error"]["code"] == -32603);
+  CHECK(first["error"]["message"] == "boom failed inside sagad (unexpected); please report it");
+  auto second = json::parse(last_line(got));
+  CHECK(second["id"] == 8);
+  CHECK(second["result"]["method"] == "ping");
 }

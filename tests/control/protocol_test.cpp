@@ -1,6 +1,8 @@
 #include "control/protocol.hpp"
 
 #include <catch2/catch.hpp>
+#include <saga/json_depth.hpp>
+#include <string>
 
 using namespace saga;
 using namespace saga::rpc;
@@ -71,4 +73,22 @@ TEST_CASE("responses and errors carry the id and the version") {
   CHECK(error_code_from(error_code_for(ErrorCode::failed_precondition)) ==
         ErrorCode::failed_precondition);
   CHECK(make_notification("event", json::object()).contains("id") == false);
+}
+
+TEST_CASE("json_nests_deeper_than counts arrays and objects, not brackets in strings",
+          "[protocol]") {
+  auto nested = [](size_t levels) { return std::string(levels, '[') + std::string(levels, ']'); };
+  CHECK(!saga::json_nests_deeper_than("1"));
+  CHECK(!saga::json_nests_deeper_than(R"({"a": [1, {"b": []}]})", 4));
+  CHECK(saga::json_nests_deeper_than(R"({"a": [1, {"b": []}]})", 3));
+  CHECK(!saga::json_nests_deeper_than(nested(saga::kMaxJsonDepth)));
+  CHECK(saga::json_nests_deeper_than(nested(saga::kMaxJsonDepth + 1)));
+  CHECK(saga::json_nests_deeper_than(nested(100'000)));
+  // Siblings do not add up.
+  CHECK(!saga::json_nests_deeper_than("[[1], [2], [[3]]]", 3));
+  // Brackets inside strings, also after an escaped quote, are text.
+  CHECK(!saga::json_nests_deeper_than(R"(["[[[[", "\"[[[[", "\\", {"k": "{{{{"}])", 2));
+  CHECK(saga::json_nests_deeper_than(R"(["\\", [[1]]])", 2));
+  // Stray closers do not let a later run of openers go deeper unnoticed.
+  CHECK(saga::json_nests_deeper_than("]]]][[[", 2));
 }

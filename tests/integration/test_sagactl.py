@@ -600,3 +600,85 @@ def test_a_client_that_hangs_up_with_replies_unread_does_not_take_sagad_down(dae
     results, _ = start_many(daemon, "big", [{"blob": "y"}] * 5)
     assert daemon.proc.poll() is None, daemon.log()
     assert daemon.ctl("ping").returncode == 0
+
+
+def test_params_of_any_wrong_type_get_an_error_and_sagad_keeps_serving(daemon):
+    daemon.add_example("hello.yaml")
+    daemon.start()
+    rpc = Rpc(daemon.socket)
+    done = rpc.call("start", {"workflow": "hello", "wait": True})["result"]["id"]
+    good = {
+        "ping": {},
+        "start": {"workflow": "hello", "id": "typed", "input": {}, "wait": False},
+        "inspect": {"id": done, "history": True},
+        "list": {"state": "completed", "workflow": "hello", "limit": 5, "cursor": None},
+        "retry": {"id": done, "from": "greet", "input": {}},
+        "cancel": {"id": done, "reason": "typed"},
+        "watch": {"id": done, "workflow": "hello"},
+        "workflows.list": {},
+        "workflows.show": {"name": "hello"},
+        "schedules.list": {},
+        "schedules.pause": {"workflow": "hello"},
+        "schedules.resume": {"workflow": "hello"},
+        "plugins.list": {},
+        "stats": {},
+    }
+    wrong = [0, -1, 1.5, 2**63, "", "x", True, False, None, [], [1], {}, {"a": 1}]
+    answered = 0
+    for method, params in good.items():
+        for key in params:
+            for value in wrong:
+                # One connection per call: a watch goes on streaming after its answer.
+                conn = Rpc(daemon.socket)
+                answer = conn.call(method, {**params, key: value})
+                conn.close()
+                assert "result" in answer or "error" in answer, (method, key, value, answer)
+                if "error" in answer:
+                    message = answer["error"]["message"]
+                    assert message and "\n" not in message, (method, key, value, answer)
+                    # Checked, not caught: an internal error means a handler threw.
+                    assert answer["error"]["code"] != -32603, (method, key, value, answer)
+                answered += 1
+    assert answered > 200
+    assert daemon.proc.poll() is None, daemon.log()
+    assert rpc.call("ping", {})["result"]["version"]
+    assert daemon.ctl("inspect", done).returncode == 0
+
+
+DEEP_OUTPUT = """
+name: deep-output
+steps:
+  - name: nested
+    uses: testing.echo
+    with: {v: %s}
+    retry: {max_attempts: 1}
+""" % ("[" * 300 + "1" + "]" * 300)
+
+
+def test_json_nested_too_deeply_is_refused_and_sagad_keeps_serving(daemon):
+    daemon.add_example("hello.yaml")
+    daemon.add_workflow("deep-output.yaml", DEEP_OUTPUT)
+    daemon.start()
+    rpc = Rpc(daemon.socket)
+    # A request nested 200,000 levels deep: refused before it is parsed, the connection stays.
+    deep = "[" * 200_000 + "]" * 200_000
+    rpc.sock.sendall(('{"jsonrpc":"2.0","id":1,"method":"start","params":{"workflow":"hello",'
+                      '"input":{"a":%s}}}\n' % deep).encode())
+    answer = rpc.read()
+    assert answer["error"]["code"] == -32600, answer
+    assert "nests arrays and objects more than 256 levels deep" in answer["error"]["message"]
+    # At the limit it is taken, and the instance keeps its input.
+    within = json.loads("[" * 250 + "]" * 250)
+    done = rpc.call("start", {"workflow": "hello", "input": {"a": within}, "wait": True})
+    assert done["result"]["instance"]["state"] == "completed", done
+    assert done["result"]["instance"]["input"] == {"a": within}
+    # A step type whose output nests too deeply: the attempt fails with a reason, sagad goes on.
+    ended = rpc.call("start", {"workflow": "deep-output", "wait": True})["result"]["instance"]
+    assert ended["state"] == "failed", ended
+    assert "nests more than 256 levels deep" in ended["steps"][0]["error"], ended
+    # sagactl says so itself, as a usage error.
+    r = daemon.ctl("start", "hello", "--input", '{"a": %s}' % ("[" * 50_000 + "]" * 50_000))
+    assert r.returncode == 2
+    assert "--input nests arrays and objects more than 256 levels deep" in r.stderr
+    assert rpc.call("ping", {})["result"]["version"]
+    assert daemon.proc.poll() is None

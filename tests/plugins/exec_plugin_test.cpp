@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <saga/json_depth.hpp>
 #include <string>
 #include <thread>
 
@@ -210,6 +211,22 @@ TEST_CASE("exec: megabytes through stdin and stdout at once do not deadlock", "[
   const Outcome r = run({{"argv", {"cat"}}, {"stdin", big}});
   REQUIRE(r.outcome == SAGA_OUTCOME_OK);
   CHECK(r.output().at("stdout").get<std::string>() == big);
+}
+
+TEST_CASE("exec: stdout nested too deeply to handle as JSON comes back as text", "[exec]") {
+  SECTION("deeper than the limit") {
+    const std::string deep = std::string(100'000, '[') + std::string(100'000, ']');
+    const Outcome r = run({{"argv", {"cat"}}, {"stdin", deep}});
+    REQUIRE(r.outcome == SAGA_OUTCOME_OK);
+    CHECK(r.output() == json{{"stdout", deep}});
+  }
+  SECTION("at the limit") {
+    const std::string deep =
+        std::string(saga::kMaxJsonDepth, '[') + "1" + std::string(saga::kMaxJsonDepth, ']');
+    const Outcome r = run({{"argv", {"cat"}}, {"stdin", deep}});
+    REQUIRE(r.outcome == SAGA_OUTCOME_OK);
+    CHECK(r.output().is_array());
+  }
 }
 
 TEST_CASE("exec: a program that ignores its stdin does not bring SIGPIPE on sagad", "[exec]") {
