@@ -1,9 +1,13 @@
 // sagactl: drives sagad over its Unix socket (DESIGN §7).
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <expected>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -151,6 +155,33 @@ int call(const Options& o, const std::string& method, json params, json& out) {
   if (!r) return print_remote_error(o, r.error());
   out = std::move(*r);
   return kOk;
+}
+
+// A file, pipe or /dev/stdin, up to the most a request may carry.
+std::expected<std::string, std::string> read_input_file(const std::string& path) {
+  const std::string what = "cannot read --input-file " + path + ": ";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::unexpected(what + std::strerror(errno));
+  std::string text;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      return std::unexpected(what + std::strerror(err));
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > saga::rpc::kMaxRequestBytes) {
+      ::close(fd);
+      return std::unexpected("--input-file " + path +
+                             " holds more than 1 MiB, the most a request may carry");
+    }
+  }
+  ::close(fd);
+  return text;
 }
 
 std::optional<json> parse_object(const std::string& text, const std::string& what, int& code) {
@@ -461,8 +492,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : kUsage;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::cerr << "sagactl: " << e.what() << "; sagactl --help lists the commands\n";
+    return kUsage;
   }
   o.color =
       color_wanted(::isatty(STDOUT_FILENO) == 1, std::getenv("NO_COLOR"), std::getenv("TERM"));
@@ -481,11 +513,18 @@ int main(int argc, char** argv) {
     json params = {{"workflow", workflow}, {"wait", wait}};
     int code = kOk;
     if (!input_file.empty()) {
-      std::ifstream in(input_file);
-      if (!in) return fail(kUsage, "cannot read --input-file " + input_file);
-      std::stringstream ss;
-      ss << in.rdbuf();
-      input_text = ss.str();
+      auto text = read_input_file(input_file);
+      if (!text) return fail(kUsage, text.error());
+      input_text = std::move(*text);
+    }
+    if (start->count("--id") > 0) {
+      if (id.empty() || id.size() > 128) {
+        return fail(kUsage, "--id is 1 to 128 characters, not " + std::to_string(id.size()));
+      }
+      if (std::any_of(id.begin(), id.end(),
+                      [](unsigned char c) { return c < 0x20 || c == 0x7f; })) {
+        return fail(kUsage, "--id must not contain control characters (newline, tab)");
+      }
     }
     if (!input_text.empty()) {
       auto input = parse_object(

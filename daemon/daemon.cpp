@@ -648,7 +648,15 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
       fail_now(rendered.error().message);
       return;
     }
-    params_json = rendered->value.dump();
+    try {
+      params_json = rendered->value.dump();
+    } catch (const json::type_error&) {
+      // The workflow file is UTF-8 (the loader checks), so this came in through a secret.
+      fail_now("the parameters of step " + sd.name +
+               " are not UTF-8 text once rendered: a secret they use holds other bytes; store it "
+               "as UTF-8 text");
+      return;
+    }
   }
   auto request = std::make_shared<AttemptRequest>();
   request->instance_id = id;
@@ -966,6 +974,11 @@ void Daemon::handle_start(ControlServer::Call& call) {
   auto id = string_param(p, "id");
   if (id && (*id == "\x01" || id->empty() || id->size() > 128)) {
     return reply_invalid(call, "\"id\" must be a non-empty string of at most 128 characters");
+  }
+  // NUL cannot be journaled, and other control characters would break log lines and tables.
+  if (id &&
+      std::any_of(id->begin(), id->end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; })) {
+    return reply_invalid(call, "\"id\" must not contain control characters (NUL, newline, tab)");
   }
   // The input goes on into the instance: taken out of the request, not copied.
   json input = json::object();

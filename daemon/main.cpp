@@ -140,7 +140,9 @@ std::optional<std::string> apply_option(const std::string& key,
   }
   if (key == "retention" || key == "grace") {
     auto d = saga::parse_duration(v);
-    if (!d) return key + " is a duration such as 30d, 10s or 1h30m, not \"" + v + "\"";
+    if (!d) {
+      return key + " is a duration such as 30d, 10s or 1h30m (at most 36500d), not \"" + v + "\"";
+    }
     (key == "retention" ? c.retention : c.grace) = *d;
   }
   if (key == "log-level") {
@@ -274,7 +276,13 @@ int main(int argc, char** argv) {
   add("log-level", "trace, debug, info, warn, error or critical", settings.log_level);
   app.add_flag("--print-config", print,
                "print the configuration that the file and the flags make, then exit");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::cerr << "sagad: " << e.what() << "; sagad --help lists the options\n";
+    return 2;
+  }
 
   std::string path = config_file.empty() ? kDefaultConfig : config_file;
   if (!config_file.empty() || fs::exists(path)) {

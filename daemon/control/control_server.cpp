@@ -67,7 +67,9 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
 
   void send(const nlohmann::json& message) {
     if (closing_) return;
-    send_line(message.dump());
+    // Text from elsewhere (a file name, a step's error) may hold bytes that are not UTF-8: they
+    // go out as U+FFFD rather than failing the reply.
+    send_line(message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
 
   // Sends one message that is already JSON text (without its newline).

@@ -1,5 +1,6 @@
 #include "workflow/loader.hpp"
 
+#include <iconv.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -27,6 +28,35 @@ constexpr uint32_t kMaxUint32 = std::numeric_limits<uint32_t>::max();
 // Aliases can make a small file expand to a huge tree ("billion laughs"); a definition is
 // never legitimately this big.
 constexpr size_t kMaxNodes = 1'000'000;
+
+// Where `text` stops being UTF-8: the offset of the first byte that does not belong to a valid
+// sequence, if any. iconv decodes it strictly (no overlong forms, no surrogates).
+std::optional<size_t> first_invalid_utf8(std::string_view text) {
+  iconv_t cd = iconv_open("UTF-32LE", "UTF-8");
+  if (cd == reinterpret_cast<iconv_t>(-1)) return std::nullopt;
+  char* in = const_cast<char*>(text.data());  // iconv's signature; it only reads
+  size_t in_left = text.size();
+  std::optional<size_t> bad;
+  while (in_left > 0) {
+    char buf[4096];
+    char* out = buf;
+    size_t out_left = sizeof buf;
+    if (iconv(cd, &in, &in_left, &out, &out_left) == static_cast<size_t>(-1) && errno != E2BIG) {
+      bad = static_cast<size_t>(in - text.data());
+      break;
+    }
+  }
+  iconv_close(cd);
+  return bad;
+}
+
+// A file in UTF-16 or UTF-32, which YAML allows and yaml-cpp reads: it starts with a byte order
+// mark or has a zero byte among its first four.
+bool wide_encoding(std::string_view text) {
+  const std::string_view head = text.substr(0, 4);
+  return head.starts_with("\xFE\xFF") || head.starts_with("\xFF\xFE") ||
+         head.find('\0') != std::string_view::npos;
+}
 
 // Collects `FILE:LINE:COLUMN: sentence` messages; reported sorted by position so that a user
 // reads them top to bottom.
@@ -330,7 +360,7 @@ std::optional<Millis> read_duration(const Field& f, const std::string& label, bo
                                     Diagnostics& diags) {
   constexpr std::string_view kRule =
       "a duration is a number and a unit (ms, s, m, h, d), largest unit first, such as 250ms, "
-      "10s or 1h30m";
+      "10s or 1h30m, and at most 36500d";
   if (!f.value.IsScalar()) {
     diags.add(f.mark(),
               label + " must be a duration, not " + describe(f.value) + "; " + std::string(kRule));
@@ -485,6 +515,22 @@ class Loader {
       : source_(source), file_(file), lookup_(lookup), diags_(file), converter_(diags_) {}
 
   Result<Definition> load() {
+    // Every string of a workflow ends up in JSON, which is UTF-8: a byte of another encoding
+    // (a file saved as Latin-1) is refused here, where it can be pointed at.
+    if (!wide_encoding(source_)) {
+      if (auto bad = first_invalid_utf8(source_)) {
+        const std::string_view before = std::string_view(source_).substr(0, *bad);
+        const size_t line_start = before.rfind('\n');
+        YAML::Mark mark;
+        mark.line = static_cast<int>(std::count(before.begin(), before.end(), '\n'));
+        mark.column =
+            static_cast<int>(line_start == std::string_view::npos ? *bad : *bad - line_start - 1);
+        diags_.add(mark,
+                   "this is not UTF-8 text (a byte of another encoding); save the file as "
+                   "UTF-8");
+        return fail();
+      }
+    }
     std::vector<YAML::Node> documents;
     try {
       documents = YAML::LoadAll(source_);

@@ -34,7 +34,11 @@ std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
   for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
        it.increment(ec)) {
     auto ext = it->path().extension();
-    if ((ext == ".yaml" || ext == ".yml") && it->is_regular_file()) paths.push_back(it->path());
+    // Not a regular file (a directory, a FIFO, a dangling link or a loop of links): skipped.
+    std::error_code file_ec;
+    if ((ext == ".yaml" || ext == ".yml") && it->is_regular_file(file_ec)) {
+      paths.push_back(it->path());
+    }
   }
   if (ec) {
     errors_.push_back({dir, "cannot read workflows directory " + dir + ": " + ec.message()});

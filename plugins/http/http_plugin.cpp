@@ -24,6 +24,7 @@
 #include <mutex>
 #include <optional>
 #include <saga/duration.hpp>
+#include <saga/json_depth.hpp>
 #include <saga/step.hpp>
 #include <string>
 #include <string_view>
@@ -314,8 +315,10 @@ bool append(const Curl& curl, Slist& list, const std::string& line) {
 }
 
 // Parsed whenever it is JSON, whatever the content type says: servers often label JSON as
-// text/plain, and a body that does not parse is useless as JSON even when labelled so.
+// text/plain, and a body that does not parse is useless as JSON even when labelled so. A body
+// nested too deeply to handle as JSON is text too.
 json response_body(const std::string& body) {
+  if (saga::json_nests_deeper_than(body)) return valid_utf8(body);
   json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (!parsed.is_discarded()) return parsed;
   return valid_utf8(body);

@@ -61,13 +61,19 @@ TEST_CASE("parse_duration rejects malformed text", "[time]") {
       "9223372036854775807s",
       "106751991168d",
       "106751991167d23h",
+      // Past 100 years: `now` plus that would overflow, or nearly.
+      "106751991167d",
+      "9223372036854775807ms",
+      "36500d1ms",
+      "36501d",
   };
   for (const char* text : bad) {
     INFO('"' << text << '"');
     CHECK_FALSE(parse_duration(text));
   }
-  // The largest value that fits still parses.
-  CHECK(parse_duration("9223372036854775807ms") == Millis{INT64_MAX});
+  // The longest duration still parses.
+  CHECK(parse_duration("36500d") == kMaxDuration);
+  CHECK(parse_duration("36499d23h59m59s999ms") == kMaxDuration - Millis{1});
 }
 
 TEST_CASE("format_duration writes the canonical form and round-trips", "[time]") {
@@ -79,10 +85,11 @@ TEST_CASE("format_duration writes the canonical form and round-trips", "[time]")
   CHECK(format_duration(93'784'005ms) == "1d2h3m4s5ms");
   CHECK(format_duration(-90s) == "-1m30s");
   for (int64_t ms : std::initializer_list<int64_t>{1, 999, 1000, 61'001, 86'400'000,
-                                                   123'456'789'012, INT64_MAX}) {
+                                                   123'456'789'012, kMaxDuration.count()}) {
     INFO(ms);
     CHECK(parse_duration(format_duration(Millis{ms})) == Millis{ms});
   }
+  CHECK(format_duration(Millis{INT64_MAX}) == "106751991167d7h12m55s807ms");
   CHECK(format_duration(Millis{INT64_MIN}).front() == '-');
 }
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import SAGACTL, SOURCE, Rpc
+from conftest import SAGACTL, SAGAD, SOURCE, Rpc
 
 MIXED = """
 name: mixed
@@ -81,7 +81,18 @@ def test_help_of_every_command_has_an_example(daemon):
 def test_exit_codes(daemon):
     daemon.add_example("hello.yaml")
     daemon.start()
-    assert daemon.ctl("frobnicate").returncode == 2
+    r = daemon.ctl("frobnicate")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("sagactl: ") and "sagactl --help" in r.stderr
+    for args in [("--id", ""), ("--id", "x" * 129), ("--id", "a\nb"),
+                 ("--input-file", daemon.workflows), ("--input-file", daemon.workflows + "/none")]:
+        r = daemon.ctl("start", "hello", *args)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, (args, r.stderr)
+    assert "Is a directory" in daemon.ctl("start", "hello", "--input-file", daemon.workflows).stderr
+    for args in [["--bogus"], ["--socket", "a", "--socket", "b"]]:
+        r = subprocess.run([SAGAD, *args], capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, (args, r.stderr)
+        assert r.stderr.startswith("sagad: ") and "sagad --help" in r.stderr
     assert daemon.ctl("list", "--limit", "0").returncode == 2
     assert daemon.ctl("list", "--state", "sleeping").returncode == 2
     assert daemon.ctl("start", "hello", "--input", "[1]").returncode == 2
@@ -681,4 +692,45 @@ def test_json_nested_too_deeply_is_refused_and_sagad_keeps_serving(daemon):
     assert r.returncode == 2
     assert "--input nests arrays and objects more than 256 levels deep" in r.stderr
     assert rpc.call("ping", {})["result"]["version"]
+    assert daemon.proc.poll() is None
+
+
+def test_bytes_that_are_not_text_get_errors_and_sagad_keeps_serving(daemon, tmp_path):
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "binary").write_bytes(b"pa\xffss")
+    daemon.extra_args = ["--secrets", str(secrets)]
+    daemon.add_example("hello.yaml")
+    daemon.add_workflow("binary-secret.yaml", """
+name: binary-secret
+steps:
+  - name: call
+    uses: testing.echo
+    with: {auth: "${{ secrets.binary }}"}
+""")
+    with open(os.path.join(daemon.workflows, "latin1.yaml"), "wb") as f:
+        f.write(b'name: latin1\ndescription: "caf\xe9"\nsteps:\n  - {name: s, uses: testing.noop}\n')
+    with open(os.path.join(os.fsencode(daemon.workflows), b"f\xff.yaml"), "wb") as f:
+        f.write(b"name: [\n")
+    daemon.start()
+    rpc = Rpc(daemon.socket)
+    # Ids: NUL cannot be journaled, other control characters would break logs and tables.
+    for bad in ["a\u0000b", "a\nb", "tab\there", "\u007f"]:
+        answer = rpc.call("start", {"workflow": "hello", "id": bad})
+        assert answer["error"]["code"] == -32602, answer
+        assert "must not contain control characters" in answer["error"]["message"]
+    # A secret that is not UTF-8 fails its step for good, with the reason.
+    ended = rpc.call("start", {"workflow": "binary-secret", "wait": True})["result"]["instance"]
+    assert ended["steps"][0]["state"] == "failed" and ended["steps"][0]["attempts"] == 1, ended
+    assert "a secret they use holds other bytes" in ended["steps"][0]["error"], ended
+    # A file that is not UTF-8 is refused where the byte is; one whose name is not UTF-8 is
+    # listed with its error all the same.
+    code, doc = daemon.ctl_json("workflows")
+    assert code == 0, doc
+    errors = {e["file"].rsplit("/", 1)[1]: e["error"] for e in doc["errors"]}
+    assert "latin1.yaml:2:18: this is not UTF-8 text" in errors["latin1.yaml"], errors
+    assert "f\ufffd.yaml" in errors, errors
+    # Nothing of it stopped the journal or the daemon.
+    done = rpc.call("start", {"workflow": "hello", "id": "after-bad-bytes", "wait": True})
+    assert done["result"]["instance"]["state"] == "completed", done
     assert daemon.proc.poll() is None

@@ -260,6 +260,16 @@ TEST_CASE("http: a body that is not JSON is a string", "[http]") {
   CHECK(r.output().at("body") == "hello there");
 }
 
+TEST_CASE("http: a JSON body nested too deeply to handle is a string", "[http]") {
+  const std::string deep = std::string(100'000, '[') + std::string(100'000, ']');
+  TestServer server([&](const HttpRequest&) {
+    return HttpResponse{200, {{"Content-Type", "application/json"}}, deep, 0ms};
+  });
+  const Outcome r = run({{"url", server.url("/")}});
+  REQUIRE(r.outcome == SAGA_OUTCOME_OK);
+  CHECK(r.output().at("body") == deep);
+}
+
 TEST_CASE("http: 500 retries, and the next attempt's 200 is ok on the same connection", "[http]") {
   std::atomic<int> calls{0};
   TestServer server([&](const HttpRequest&) {

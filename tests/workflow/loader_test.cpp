@@ -410,14 +410,15 @@ TEST_CASE("top-level errors", "[loader]") {
       {"bad timeout",
        "name: a\ntimeout: 5x\nsteps: [{name: a, uses: noop}]\n",
        {"wf.yaml:2:10: \"timeout\" has a bad duration \"5x\"; a duration is a number and a unit "
-        "(ms, s, m, h, d), largest unit first, such as 250ms, 10s or 1h30m"}},
+        "(ms, s, m, h, d), largest unit first, such as 250ms, 10s or 1h30m, and at most 36500d"}},
       {"zero timeout",
        "name: a\ntimeout: 0s\nsteps: [{name: a, uses: noop}]\n",
        {"wf.yaml:2:10: \"timeout\" must be longer than 0"}},
       {"empty timeout points at the key",
        "name: a\ntimeout:\nsteps: [{name: a, uses: noop}]\n",
        {"wf.yaml:2:1: \"timeout\" must be a duration, not nothing; a duration is a number and a "
-        "unit (ms, s, m, h, d), largest unit first, such as 250ms, 10s or 1h30m"}},
+        "unit (ms, s, m, h, d), largest unit first, such as 250ms, 10s or 1h30m, and at most "
+        "36500d"}},
       {"input not a mapping",
        "name: a\ninput: [order_id]\nsteps: [{name: a, uses: noop}]\n",
        {"wf.yaml:2:8: \"input\" must be a mapping, not a list"}},
@@ -444,7 +445,8 @@ TEST_CASE("defaults and retry errors", "[loader]") {
       {"defaults.timeout",
        "name: a\ndefaults:\n  timeout: forever\nsteps: [{name: a, uses: noop}]\n",
        {"wf.yaml:3:12: \"defaults.timeout\" has a bad duration \"forever\"; a duration is a number "
-        "and a unit (ms, s, m, h, d), largest unit first, such as 250ms, 10s or 1h30m"}},
+        "and a unit (ms, s, m, h, d), largest unit first, such as 250ms, 10s or 1h30m, and at most "
+        "36500d"}},
       {"defaults.retry fields",
        R"(name: a
 defaults:
@@ -461,10 +463,11 @@ steps: [{name: a, uses: noop}]
         "4294967295, not 0",
         "wf.yaml:5:23: \"defaults.retry.initial_interval\" has a bad duration \"1.5s\"; a "
         "duration is a number and a unit (ms, s, m, h, d), largest unit first, such as 250ms, 10s "
-        "or 1h30m",
+        "or 1h30m, and at most 36500d",
         "wf.yaml:6:14: \"defaults.retry.backoff\" must be a number of at least 1.0, not 0.5",
         "wf.yaml:7:19: \"defaults.retry.max_interval\" must be a duration, not a list; a duration "
-        "is a number and a unit (ms, s, m, h, d), largest unit first, such as 250ms, 10s or 1h30m",
+        "is a number and a unit (ms, s, m, h, d), largest unit first, such as 250ms, 10s or 1h30m, "
+        "and at most 36500d",
         "wf.yaml:8:13: \"defaults.retry.jitter\" must be a number from 0.0 to 1.0, not 1.5",
         "wf.yaml:9:5: unknown key \"limit\" in \"defaults.retry\"; allowed keys: max_attempts, "
         "initial_interval, backoff, max_interval, jitter"}},
@@ -515,7 +518,8 @@ TEST_CASE("step errors", "[loader]") {
       {"step timeout",
        "name: a\nsteps:\n  - {name: s, uses: noop, timeout: 1h1h}\n",
        {"wf.yaml:3:36: \"timeout\" of step \"s\" has a bad duration \"1h1h\"; a duration is a "
-        "number and a unit (ms, s, m, h, d), largest unit first, such as 250ms, 10s or 1h30m"}},
+        "number and a unit (ms, s, m, h, d), largest unit first, such as 250ms, 10s or 1h30m, and "
+        "at most 36500d"}},
       {"with not a mapping",
        "name: a\nsteps:\n  - {name: s, uses: echo, with: [1, 2]}\n",
        {"wf.yaml:3:33: \"with\" of step \"s\" must be a mapping, not a list"}},
@@ -733,7 +737,7 @@ steps:
                       "a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
                       "wf.yaml:2:10: \"timeout\" has a bad duration \"soon\"; a duration is a "
                       "number and a unit (ms, s, m, h, d), largest unit first, such as 250ms, 10s "
-                      "or 1h30m",
+                      "or 1h30m, and at most 36500d",
                       "wf.yaml:5:11: unknown step type \"nope\" in \"uses\" of step \"a\"; is the "
                       "plugin that provides it installed?",
                       "wf.yaml:6:18: step \"a\" depends on \"missing\", which is not a step of "
@@ -895,4 +899,23 @@ TEST_CASE("schedule errors point at the line and column", "[loader][schedule]") 
        {"wf.yaml:5:15: template ${{ schedule.time }}: the only schedule field is fire_time "
         "(${{ schedule.fire_time }})"}},
   });
+}
+
+TEST_CASE("a byte that is not UTF-8 is pointed at; UTF-8 and UTF-16 files load", "[loader]") {
+  CHECK(errors_of("name: latin1\ndescription: \"caf\xe9\"\nsteps: []\n") ==
+        std::vector<std::string>{"wf.yaml:2:18: this is not UTF-8 text (a byte of another "
+                                 "encoding); save the file as UTF-8"});
+  // An overlong encoding of '/' is not UTF-8 either.
+  CHECK(errors_of("name: x\xc0\xaf\nsteps: []\n").front().starts_with("wf.yaml:1:8: this is not"));
+  const std::string text =
+      "name: wide\ndescription: \"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x99\x82\"\n"
+      "steps:\n  - {name: s, uses: noop}\n";
+  CHECK(load_ok(text).description == "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x99\x82");
+  // The same workflow in UTF-16LE with a byte order mark (ASCII only, for brevity).
+  std::string utf16 = "\xff\xfe";
+  for (char c : std::string("name: wide\nsteps:\n  - {name: s, uses: noop}\n")) {
+    utf16.push_back(c);
+    utf16.push_back('\0');
+  }
+  CHECK(load_ok(utf16).name == "wide");
 }

@@ -68,6 +68,16 @@ TEST_CASE("the registry tells which workflows a file that failed to load may def
     CHECK(registry.find("wf") != nullptr);
     CHECK(!registry.may_define("wf"));
   }
+  SECTION("a loop of symbolic links is skipped, not fatal") {
+    fs::create_symlink("b.yaml", dir.path + "/a.yaml");
+    fs::create_symlink("a.yaml", dir.path + "/b.yaml");
+    fs::create_symlink("self.yaml", dir.path + "/self.yaml");
+    dir.write("wf.yaml", kGood);
+    registry.reload(dir.path);
+    CHECK(registry.errors().empty());
+    CHECK(registry.find("wf") != nullptr);
+    CHECK(registry.find("other") != nullptr);
+  }
   SECTION("an unreadable directory may hold any workflow") {
     registry.reload(dir.path + "/missing");
     CHECK(registry.may_define("wf"));

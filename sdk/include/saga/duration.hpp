@@ -25,7 +25,11 @@ inline constexpr std::array<DurationUnit, 5> kDurationUnits{{
     {"ms", 1},
 }};
 
-// A number and a unit, combinable ("1h30m"); nullopt when malformed or out of range.
+// The longest duration there is: 100 years (36500d). Longer is no different in practice, and
+// keeps `now + duration` far from where the milliseconds since 1970 overflow.
+inline constexpr std::chrono::milliseconds kMaxDuration{36'500LL * 86'400'000};
+
+// A number and a unit, combinable ("1h30m"); nullopt when malformed or longer than kMaxDuration.
 inline std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
   if (text.empty()) return std::nullopt;
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
@@ -60,6 +64,7 @@ inline std::optional<std::chrono::milliseconds> parse_duration(std::string_view 
     if (total > kMax - part) return std::nullopt;
     total += part;
   }
+  if (total > kMaxDuration.count()) return std::nullopt;
   return std::chrono::milliseconds{total};
 }
 
