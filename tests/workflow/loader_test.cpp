@@ -764,6 +764,20 @@ TEST_CASE("aliases that expand without bound are refused", "[loader]") {
   CHECK(errors[0].find("expands to more than 1000000 values") != std::string::npos);
 }
 
+TEST_CASE("aliases of long strings that expand past 16 MiB are refused", "[loader]") {
+  // One 64 KiB string, referenced 100 x 10 times: a 100 KiB file, 64 MiB once expanded, in
+  // far fewer values than the cap on values.
+  std::string yaml = "name: a\nsteps:\n  - name: s\n    uses: echo\n    with:\n";
+  yaml += "      s: &s " + std::string(64 << 10, 'x') + "\n";
+  yaml += "      l: &l [*s";
+  for (int j = 1; j < 100; ++j) yaml += ", *s";
+  yaml += "]\n      m: [*l, *l, *l, *l, *l, *l, *l, *l, *l, *l]\n";
+  const auto errors = errors_of(yaml);
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0].find("expands to more than 16 MiB of text (through aliases?)") !=
+        std::string::npos);
+}
+
 TEST_CASE("the version is a stable hash of the text", "[loader]") {
   CHECK(definition_version("") == "cbf29ce484222325");
   CHECK(definition_version("a") == "af63dc4c8601ec8c");
@@ -918,4 +932,14 @@ TEST_CASE("a byte that is not UTF-8 is pointed at; UTF-8 and UTF-16 files load",
     utf16.push_back('\0');
   }
   CHECK(load_ok(utf16).name == "wide");
+}
+
+TEST_CASE("a workflow has at most 1000 steps", "[loader]") {
+  std::string yaml = "name: a\nsteps:\n";
+  for (int i = 0; i < 1000; ++i) yaml += "  - {name: s" + std::to_string(i) + ", uses: noop}\n";
+  CHECK(load_ok(yaml).steps.size() == 1000);
+  yaml += "  - {name: one-more, uses: noop}\n";
+  CHECK(errors_of(yaml) ==
+        std::vector<std::string>{"wf.yaml:3:3: \"steps\" lists 1001 steps, more than the 1000 a "
+                                 "workflow may have; split it into workflows"});
 }
