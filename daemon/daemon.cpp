@@ -1167,7 +1167,12 @@ void Daemon::handle_watch(ControlServer::Call& call) {
   for (const auto& event : history) {
     if (!send_event(w, *id, instance_workflow, event)) return;
   }
-  std::erase_if(watches_, [](const Watch& x) { return !ControlServer::backlog(x.conn); });
+  // Gone connections go; so does this connection's earlier watch, which this one replaces (its
+  // notifications could not be told apart).
+  std::erase_if(watches_, [&](const Watch& x) {
+    return !ControlServer::backlog(x.conn) ||
+           (!x.conn.owner_before(w.conn) && !w.conn.owner_before(x.conn));
+  });
   watches_.push_back(std::move(w));
 }
 
@@ -1425,8 +1430,9 @@ void Daemon::handle_schedules(ControlServer::Call& call) {
                                           "schedules.resume");
   }
   auto workflow = string_param(call.params, "workflow");
-  if (!workflow || *workflow == "\x01") {
-    return reply_invalid(call, call.method + " needs \"workflow\", a string");
+  // Workflow names are 1 to 64 characters: anything else is not one, and is not echoed back.
+  if (!workflow || *workflow == "\x01" || workflow->empty() || workflow->size() > 64) {
+    return reply_invalid(call, call.method + " needs \"workflow\", a workflow name");
   }
   if (journal_failed_ || draining_) {
     return reply_error(call, {ErrorCode::unavailable, "sagad cannot journal this now"});

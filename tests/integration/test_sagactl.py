@@ -734,3 +734,22 @@ steps:
     done = rpc.call("start", {"workflow": "hello", "id": "after-bad-bytes", "wait": True})
     assert done["result"]["instance"]["state"] == "completed", done
     assert daemon.proc.poll() is None
+
+
+def test_a_second_watch_on_a_connection_replaces_the_first(daemon):
+    daemon.add_example("hello.yaml")
+    daemon.start()
+    watcher = Rpc(daemon.socket)
+    assert "result" in watcher.call("watch", {"workflow": "hello"})
+    assert "result" in watcher.call("watch", {})  # every workflow now, once
+    iid = Rpc(daemon.socket).call("start", {"workflow": "hello", "wait": True})["result"]["id"]
+    seqs = []
+    while True:
+        message = watcher.read(timeout=10)
+        assert message and message["method"] == "event", message
+        event = message["params"]
+        if event["id"] == iid:
+            seqs.append(event["seq"])
+            if event["type"] == "instance_completed":
+                break
+    assert seqs == sorted(set(seqs)), seqs
