@@ -32,6 +32,7 @@
 #include "plugin_host/plugin_registry.hpp"
 #include "scheduler/scheduler.hpp"
 #include "systemd_notifier.hpp"
+#include "workflow/loader.hpp"
 #include "workflow/registry.hpp"
 #include "workflow/template.hpp"
 
@@ -116,14 +117,18 @@ double percentile(std::vector<double> values, double p) {
   return values[std::clamp<size_t>(rank, 1, values.size()) - 1];
 }
 
+// A parameter's declared type as workflows and schemas name it.
+const char* param_type_name(const auto& param) {
+  static constexpr const char* kTypes[] = {"any",     "string", "integer", "number",
+                                           "boolean", "array",  "object"};
+  auto t = static_cast<size_t>(param.type);
+  return t < std::size(kTypes) ? kTypes[t] : "any";
+}
+
 StepSchema schema_of(const StepTypeInfo& info) {
   StepSchema schema;
-  for (const auto& p : info.params) {
-    static constexpr const char* kTypes[] = {"any",     "string", "integer", "number",
-                                             "boolean", "array",  "object"};
-    auto t = static_cast<size_t>(p.type);
-    schema.params.push_back({p.name, t < std::size(kTypes) ? kTypes[t] : "any", p.required});
-  }
+  for (const auto& p : info.params)
+    schema.params.push_back({p.name, param_type_name(p), p.required});
   schema.accepts_any_params = info.accepts_any_params;
   schema.can_compensate = info.can_compensate;
   return schema;
@@ -647,6 +652,19 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
     if (!rendered) {
       fail_now(rendered.error().message);
       return;
+    }
+    // The loader checked the literal parameters; one that a template made is checked now, so
+    // that the step type gets what it declared.
+    for (const auto& param : type->params) {
+      auto it = rendered->value.find(param.name);
+      if (it == rendered->value.end()) continue;
+      if (auto why = param_type_mismatch(param_type_name(param), *it)) {
+        std::string got = it->dump(-1, ' ', false, json::error_handler_t::replace);
+        if (got.size() > 40) got = got.substr(0, 37) + "...";
+        fail_now("parameter \"" + param.name + "\" of step " + sd.name + " (" + inv.uses +
+                 ") must be " + *why + ", but its template rendered " + got);
+        return;
+      }
     }
     try {
       params_json = rendered->value.dump();

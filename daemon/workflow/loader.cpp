@@ -1037,7 +1037,7 @@ class Loader {
         }
         const auto v = n.inv.with.find(key);
         if (v == n.inv.with.end()) continue;
-        if (auto why = type_mismatch(p->type, *v)) {
+        if (auto why = param_type_mismatch(p->type, *v)) {
           diags_.add(it->second.IsNull() ? it->first.Mark() : it->second.Mark(),
                      "parameter " + in_quotes(key) + " of " + type_name + " must be " + *why +
                          ", not " + describe(it->second) + hint_for(p->type, it->second));
@@ -1049,29 +1049,6 @@ class Loader {
       diags_.add(n.with_mark, "missing required parameter " + in_quotes(p.name) + " of " +
                                   type_name + " in \"" + prefix + "with\"" + s.owner);
     }
-  }
-
-  // nullopt when `v` fits `type`; else what it must be. A string holding a template may
-  // render to any type, so it is checked when the step runs instead.
-  static std::optional<std::string> type_mismatch(const std::string& type, const json& v) {
-    if (v.is_string() && v.get_ref<const std::string&>().find("${{") != std::string::npos) {
-      return std::nullopt;
-    }
-    if (type == "string")
-      return v.is_string() ? std::nullopt : std::optional<std::string>("a string");
-    if (type == "integer") {
-      return v.is_number_integer() ? std::nullopt : std::optional<std::string>("an integer");
-    }
-    if (type == "number")
-      return v.is_number() ? std::nullopt : std::optional<std::string>("a number");
-    if (type == "boolean") {
-      return v.is_boolean() ? std::nullopt : std::optional<std::string>("true or false");
-    }
-    if (type == "array") return v.is_array() ? std::nullopt : std::optional<std::string>("a list");
-    if (type == "object") {
-      return v.is_object() ? std::nullopt : std::optional<std::string>("a mapping");
-    }
-    return std::nullopt;
   }
 
   static std::string hint_for(const std::string& type, const YAML::Node& value) {
@@ -1202,6 +1179,27 @@ Result<Definition> load_workflow_file(const std::string& path, const StepSchemaL
                       path + ": cannot read the workflow file: " + std::strerror(errno));
   }
   return load_workflow(text.str(), path, lookup);
+}
+
+std::optional<std::string> param_type_mismatch(const std::string& type, const json& v) {
+  if (v.is_string() && v.get_ref<const std::string&>().find("${{") != std::string::npos) {
+    return std::nullopt;
+  }
+  if (type == "string")
+    return v.is_string() ? std::nullopt : std::optional<std::string>("a string");
+  if (type == "integer") {
+    return v.is_number_integer() ? std::nullopt : std::optional<std::string>("an integer");
+  }
+  if (type == "number")
+    return v.is_number() ? std::nullopt : std::optional<std::string>("a number");
+  if (type == "boolean") {
+    return v.is_boolean() ? std::nullopt : std::optional<std::string>("true or false");
+  }
+  if (type == "array") return v.is_array() ? std::nullopt : std::optional<std::string>("a list");
+  if (type == "object") {
+    return v.is_object() ? std::nullopt : std::optional<std::string>("a mapping");
+  }
+  return std::nullopt;
 }
 
 // 64-bit FNV-1a: stable across builds and platforms, which std::hash is not.

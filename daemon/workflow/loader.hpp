@@ -37,6 +37,10 @@ Result<Definition> load_workflow(const std::string& source, const std::string& f
 // Reads the file, then load_workflow(). A file that cannot be read is one error.
 Result<Definition> load_workflow_file(const std::string& path, const StepSchemaLookup& lookup);
 
+// nullopt when `value` fits a parameter of `type` ("string", "integer", ... "any"); else what it
+// must be ("an integer"). A string holding a template fits any type: it is checked once rendered.
+std::optional<std::string> param_type_mismatch(const std::string& type, const json& value);
+
 // The content hash used as a definition's version: 16 lowercase hex digits.
 std::string definition_version(const std::string& source);
 

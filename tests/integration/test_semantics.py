@@ -224,6 +224,25 @@ steps:
     assert "input.customer.id" in step["error"]
 
 
+def test_a_parameter_made_by_a_template_is_checked_against_its_type(daemon):
+    daemon.add_workflow("typed.yaml", """
+name: typed
+steps:
+  - name: nap
+    uses: testing.sleep
+    with: {ms: "${{ input.ms }}"}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "typed", "--input", '{"ms": "ten"}', "--wait")
+    assert code == 1
+    step = out["instance"]["steps"][0]
+    assert step["state"] == "failed" and step["attempts"] == 1, step
+    assert step["error"] == ('parameter "ms" of step nap (testing.sleep) must be an integer, '
+                             'but its template rendered "ten"'), step
+    code, out = daemon.ctl_json("start", "typed", "--input", '{"ms": 10}', "--wait")
+    assert code == 0 and out["instance"]["state"] == "completed", out
+
+
 def test_required_input_is_checked_at_start(daemon):
     daemon.add_workflow("needs.yaml", """
 name: needs
