@@ -185,9 +185,10 @@ std::expected<std::string, std::string> read_input_file(const std::string& path)
 }
 
 std::optional<json> parse_object(const std::string& text, const std::string& what, int& code) {
-  if (saga::json_nests_deeper_than(text)) {
+  // The request holds it two levels down ("params", "input").
+  if (saga::json_nests_deeper_than(text, saga::kMaxJsonDepth - 2)) {
     code = fail(kUsage, what + " nests arrays and objects more than " +
-                            std::to_string(saga::kMaxJsonDepth) + " levels deep; flatten it");
+                            std::to_string(saga::kMaxJsonDepth - 2) + " levels deep; flatten it");
     return std::nullopt;
   }
   json v = json::parse(text, nullptr, false);

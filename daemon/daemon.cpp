@@ -426,14 +426,15 @@ void Daemon::recover_instances() {
       if (!r.error.empty()) continue;
       const std::string& version = r.events.front().version;
       if (!def || def->version != version) def = workflows_->find_version(version);
+      std::string why = ", which is not in the journal";
       if (!def) {
         auto source = journal_->load_definition(version);
-        if (source && *source) def = workflows_->adopt(**source, version);
+        if (source && *source) {
+          def = workflows_->adopt(**source, version);
+          if (!def) why = ", which does not load: " + workflows_->adopt_error();
+        }
       }
-      if (!def) {
-        r.error = "is pinned to workflow version " + version +
-                  ", which is not in the journal; it cannot resume";
-      }
+      if (!def) r.error = "is pinned to workflow version " + version + why + "; it cannot resume";
       r.def = def;
     }
   };
@@ -657,7 +658,12 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
     // that the step type gets what it declared.
     for (const auto& param : type->params) {
       auto it = rendered->value.find(param.name);
-      if (it == rendered->value.end()) continue;
+      // Null stands for "not given" to step types, and 10.0 reads as the integer 10.
+      if (it == rendered->value.end() || it->is_null()) continue;
+      if (it->is_number_float() && std::string_view(param_type_name(param)) == "integer" &&
+          std::isfinite(it->get<double>()) && std::trunc(it->get<double>()) == it->get<double>()) {
+        continue;
+      }
       if (auto why = param_type_mismatch(param_type_name(param), *it)) {
         std::string got = it->dump(-1, ' ', false, json::error_handler_t::replace);
         if (got.size() > 40) got = got.substr(0, 37) + "...";

@@ -59,7 +59,15 @@ Client::~Client() {
 }
 
 ClientResult<void> Client::send(const std::string& method, json params) {
-  std::string line = make_request(next_id_++, method, std::move(params)).dump() + "\n";
+  std::string line;
+  try {
+    line = make_request(next_id_++, method, std::move(params)).dump() + "\n";
+  } catch (const json::type_error&) {
+    // Answered as sagad answers invalid parameters, without sending anything.
+    return std::unexpected(ClientError{ClientError::Kind::remote, kInvalidParams,
+                                       "the request holds text that is not UTF-8; pass names, "
+                                       "ids and input as UTF-8"});
+  }
   size_t off = 0;
   while (off < line.size()) {
     ssize_t n = ::send(fd_, line.data() + off, line.size() - off, MSG_NOSIGNAL);

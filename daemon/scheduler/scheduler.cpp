@@ -324,7 +324,8 @@ json Scheduler::list() const {
     for (const auto& [key, record] : restored_) {
       const std::string workflow(key_workflow(key));
       std::string_view number(key);
-      number.remove_prefix(kSchedulePrefix.size() + workflow.size() + 1);
+      // "schedule/WORKFLOW/INDEX"; a damaged key without its index reads as the first.
+      number.remove_prefix(std::min(number.size(), kSchedulePrefix.size() + workflow.size() + 1));
       uint32_t index = 0;
       std::from_chars(number.data(), number.data() + number.size(), index);
       auto last_fire = time_from(record, "last_fire");

@@ -66,7 +66,10 @@ bool wide_encoding(std::string_view text) {
 // reads them top to bottom.
 class Diagnostics {
  public:
-  explicit Diagnostics(const std::string& file) : file_(file) {}
+  Diagnostics(const std::string& file, bool journaled) : file_(file), journaled_(journaled) {}
+
+  // Every reader gets this: a version from the journal skips the limits on new files.
+  bool journaled() const { return journaled_; }
 
   void add(const YAML::Mark& mark, std::string sentence) {
     // yaml-cpp marks are 0-based, and -1 where there is no position (an empty document).
@@ -98,6 +101,7 @@ class Diagnostics {
     std::string text;
   };
   const std::string& file_;
+  const bool journaled_;
   std::vector<Entry> entries_;
 };
 
@@ -312,7 +316,7 @@ class JsonConverter {
       too_big(n, std::to_string(kMaxNodes) + " values");
       return nullptr;
     }
-    if (n.IsScalar() && (bytes_ += n.Scalar().size()) > kMaxTextBytes) {
+    if (n.IsScalar() && !add_text(n.Scalar().size())) {
       too_big(n, std::to_string(kMaxTextBytes >> 20) + " MiB of text");
       return nullptr;
     }
@@ -326,6 +330,10 @@ class JsonConverter {
           continue;
         }
         const std::string& key = it->first.Scalar();
+        if (!add_text(key.size())) {
+          too_big(it->first, std::to_string(kMaxTextBytes >> 20) + " MiB of text");
+          return nullptr;
+        }
         auto [pos, inserted] = first_line.emplace(key, it->first.Mark().line + 1);
         if (!inserted) {
           diags_.add(it->first.Mark(), "duplicate key " + in_quotes(key) +
@@ -346,6 +354,12 @@ class JsonConverter {
   }
 
  private:
+  // False once the text (values and keys, as often as aliases repeat them) passes the budget.
+  bool add_text(size_t bytes) {
+    bytes_ += bytes;
+    return bytes_ <= kMaxTextBytes || diags_.journaled();
+  }
+
   void too_big(const YAML::Node& n, const std::string& what) {
     if (reported_size_) return;
     diags_.add(n.Mark(),
@@ -378,7 +392,7 @@ std::optional<Millis> read_duration(const Field& f, const std::string& label, bo
               label + " must be a duration, not " + describe(f.value) + "; " + std::string(kRule));
     return std::nullopt;
   }
-  auto d = parse_duration(f.value.Scalar());
+  auto d = parse_duration(f.value.Scalar(), diags.journaled() ? Millis::max() : kMaxDuration);
   if (!d) {
     diags.add(f.mark(), label + " has a bad duration " + in_quotes(f.value.Scalar()) + "; " +
                             std::string(kRule));
@@ -523,13 +537,19 @@ void read_with(const Field& f, const std::string& label, InvocationNodes& out,
 
 class Loader {
  public:
-  Loader(const std::string& source, const std::string& file, const StepSchemaLookup& lookup)
-      : source_(source), file_(file), lookup_(lookup), diags_(file), converter_(diags_) {}
+  Loader(const std::string& source, const std::string& file, const StepSchemaLookup& lookup,
+         bool journaled)
+      : source_(source),
+        file_(file),
+        lookup_(lookup),
+        journaled_(journaled),
+        diags_(file, journaled),
+        converter_(diags_) {}
 
   Result<Definition> load() {
     // Every string of a workflow ends up in JSON, which is UTF-8: a byte of another encoding
     // (a file saved as Latin-1) is refused here, where it can be pointed at.
-    if (!wide_encoding(source_)) {
+    if (!journaled_ && !wide_encoding(source_)) {
       if (auto bad = first_invalid_utf8(source_)) {
         const std::string_view before = std::string_view(source_).substr(0, *bad);
         const size_t line_start = before.rfind('\n');
@@ -634,7 +654,7 @@ class Loader {
       diags_.add(steps->mark(), "\"steps\" must list at least one step");
       return;
     }
-    if (steps->value.size() > kMaxSteps) {
+    if (!journaled_ && steps->value.size() > kMaxSteps) {
       diags_.add(steps->mark(), "\"steps\" lists " + std::to_string(steps->value.size()) +
                                     " steps, more than the " + std::to_string(kMaxSteps) +
                                     " a workflow may have; split it into workflows");
@@ -1147,6 +1167,7 @@ class Loader {
   const std::string& source_;
   const std::string& file_;
   const StepSchemaLookup& lookup_;
+  const bool journaled_;
   Diagnostics diags_;
   JsonConverter converter_;
   Definition def_;
@@ -1161,8 +1182,8 @@ class Loader {
 }  // namespace
 
 Result<Definition> load_workflow(const std::string& source, const std::string& file,
-                                 const StepSchemaLookup& lookup) {
-  return Loader(source, file, lookup).load();
+                                 const StepSchemaLookup& lookup, bool journaled) {
+  return Loader(source, file, lookup, journaled).load();
 }
 
 Result<Definition> load_workflow_file(const std::string& path, const StepSchemaLookup& lookup) {

@@ -31,8 +31,11 @@ using StepSchemaLookup = std::function<std::optional<StepSchema>(const std::stri
 
 // Parses and validates one workflow. `file` is used in messages and stored in the definition.
 // The version is a hash of `source`. Returns every problem found, each a full message.
+// `journaled`: a version read back from the journal, which an earlier sagad accepted. It skips
+// the limits on new files (UTF-8, 1,000 steps, 16 MiB of `with:` text, durations of at most
+// 36500d), so that an instance pinned to it still resumes after an upgrade.
 Result<Definition> load_workflow(const std::string& source, const std::string& file,
-                                 const StepSchemaLookup& lookup);
+                                 const StepSchemaLookup& lookup, bool journaled = false);
 
 // Reads the file, then load_workflow(). A file that cannot be read is one error.
 Result<Definition> load_workflow_file(const std::string& path, const StepSchemaLookup& lookup);

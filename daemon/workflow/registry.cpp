@@ -34,10 +34,17 @@ std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
   for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
        it.increment(ec)) {
     auto ext = it->path().extension();
-    // Not a regular file (a directory, a FIFO, a dangling link or a loop of links): skipped.
+    if (ext != ".yaml" && ext != ".yml") continue;
+    // A directory, a FIFO or a dangling link is skipped; a name that cannot be looked at (a loop
+    // of links) is an error, of a file that may define any workflow.
     std::error_code file_ec;
-    if ((ext == ".yaml" || ext == ".yml") && it->is_regular_file(file_ec)) {
+    if (it->is_regular_file(file_ec)) {
       paths.push_back(it->path());
+    } else if (file_ec && file_ec != std::errc::no_such_file_or_directory) {
+      errors_.push_back(
+          {it->path().string(),
+           it->path().string() + ": cannot read the workflow file: " + file_ec.message()});
+      unloaded_.emplace_back();
     }
   }
   if (ec) {
@@ -99,8 +106,11 @@ DefinitionPtr WorkflowRegistry::adopt(const std::string& source, const std::stri
   if (auto known = find_version(version)) return known;
   // A version journaled earlier is run as it was, without the current plugins' schemas: its
   // step types were checked when it was first loaded.
-  auto loaded = load_workflow(source, "<journal:" + version + ">", nullptr);
-  if (!loaded) return nullptr;
+  auto loaded = load_workflow(source, "<journal:" + version + ">", nullptr, /*journaled=*/true);
+  if (!loaded) {
+    adopt_error_ = loaded.error().message;
+    return nullptr;
+  }
   auto def = std::make_shared<Definition>(std::move(*loaded));
   def->version = version;
   by_version_[version] = def;

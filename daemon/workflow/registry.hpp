@@ -32,8 +32,10 @@ class WorkflowRegistry {
   DefinitionPtr find(const std::string& name) const;
   // Any version seen by this process (current or pinned by an instance), or null.
   DefinitionPtr find_version(const std::string& version) const;
-  // Registers a version loaded from the journal (an instance pinned to an older file content).
+  // Registers a version loaded from the journal (an instance pinned to an older file content);
+  // null, with adopt_error() saying why, when it does not load.
   DefinitionPtr adopt(const std::string& source, const std::string& version);
+  const std::string& adopt_error() const { return adopt_error_; }
 
   std::vector<DefinitionPtr> current() const;
   // Whether workflow `name`, which is not current, may be defined by a file that failed to load
@@ -51,6 +53,7 @@ class WorkflowRegistry {
   std::map<std::string, DefinitionPtr> by_name_;     // current
   std::map<std::string, DefinitionPtr> by_version_;  // every version seen
   std::vector<LoadError> errors_;
+  std::string adopt_error_;
   // The names of the files that failed with no good version; nullopt where none can be read.
   std::vector<std::optional<std::string>> unloaded_;
 };

@@ -318,7 +318,8 @@ bool append(const Curl& curl, Slist& list, const std::string& line) {
 // text/plain, and a body that does not parse is useless as JSON even when labelled so. A body
 // nested too deeply to handle as JSON is text too.
 json response_body(const std::string& body) {
-  if (saga::json_nests_deeper_than(body)) return valid_utf8(body);
+  // The output holds the body one level down.
+  if (saga::json_nests_deeper_than(body, saga::kMaxJsonDepth - 1)) return valid_utf8(body);
   json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (!parsed.is_discarded()) return parsed;
   return valid_utf8(body);

@@ -690,7 +690,7 @@ def test_json_nested_too_deeply_is_refused_and_sagad_keeps_serving(daemon):
     # sagactl says so itself, as a usage error.
     r = daemon.ctl("start", "hello", "--input", '{"a": %s}' % ("[" * 50_000 + "]" * 50_000))
     assert r.returncode == 2
-    assert "--input nests arrays and objects more than 256 levels deep" in r.stderr
+    assert "--input nests arrays and objects more than 254 levels deep" in r.stderr
     assert rpc.call("ping", {})["result"]["version"]
     assert daemon.proc.poll() is None
 

@@ -239,8 +239,10 @@ steps:
     assert step["state"] == "failed" and step["attempts"] == 1, step
     assert step["error"] == ('parameter "ms" of step nap (testing.sleep) must be an integer, '
                              'but its template rendered "ten"'), step
-    code, out = daemon.ctl_json("start", "typed", "--input", '{"ms": 10}', "--wait")
-    assert code == 0 and out["instance"]["state"] == "completed", out
+    # A whole number sent as 10.0 (as JSON encoders often write it) is an integer.
+    for ms in ["10", "10.0"]:
+        code, out = daemon.ctl_json("start", "typed", "--input", '{"ms": %s}' % ms, "--wait")
+        assert code == 0 and out["instance"]["state"] == "completed", (ms, out)
 
 
 def test_required_input_is_checked_at_start(daemon):

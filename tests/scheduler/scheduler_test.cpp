@@ -490,11 +490,15 @@ TEST_CASE("a damaged schedule record is read as empty, never thrown on", "[sched
   FakeHost host;
   host.records["schedule/wf/0"] = R"({"cron": 5, "timezone": [], "started": "x"})";
   host.records["schedule/wf/x"] = R"({"cron": "0 * * * *", "started": -1})";
+  host.records["schedule/wf"] = R"({"cron": "0 * * * *"})";  // no index
   Scheduler s(clock, host);
   s.restore(host.journaled());
   s.sync({}, [](std::string_view) { return true; });
   json listed = s.list()["schedules"];
-  REQUIRE(listed.size() == 2);
+  REQUIRE(listed.size() == 3);
+  CHECK(listed[0]["cron"] == "0 * * * *");  // "schedule/wf" sorts first
+  CHECK(listed[0]["schedule"] == 1);
+  listed.erase(0);
   CHECK(listed[0]["cron"] == "");
   CHECK(listed[0]["started"] == 0);
   CHECK(listed[1]["started"] == 0);

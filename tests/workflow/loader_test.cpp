@@ -943,3 +943,24 @@ TEST_CASE("a workflow has at most 1000 steps", "[loader]") {
         std::vector<std::string>{"wf.yaml:3:3: \"steps\" lists 1001 steps, more than the 1000 a "
                                  "workflow may have; split it into workflows"});
 }
+
+TEST_CASE("aliased keys count against the 16 MiB of text too", "[loader]") {
+  std::string yaml = "name: a\nsteps:\n  - name: s\n    uses: echo\n    with:\n";
+  yaml += "      s: &s " + std::string(64 << 10, 'k') + "\n      l: [{*s : 1}";
+  for (int j = 1; j < 300; ++j) yaml += ", {*s : 1}";
+  yaml += "]\n";
+  const auto errors = errors_of(yaml);
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0].find("expands to more than 16 MiB of text") != std::string::npos);
+}
+
+TEST_CASE("a version from the journal loads without the limits on new files", "[loader]") {
+  // What an earlier sagad accepted: Latin-1 text, more than 1,000 steps, a timeout past 36500d.
+  std::string yaml = "name: old\ndescription: \"caf\xe9\"\ntimeout: 99999d\nsteps:\n";
+  for (int i = 0; i < 1001; ++i) yaml += "  - {name: s" + std::to_string(i) + ", uses: noop}\n";
+  CHECK(errors_of(yaml).size() == 1);  // as a file: the first problem, the byte, stops it
+  auto r = load_workflow(yaml, "<journal>", nullptr, /*journaled=*/true);
+  REQUIRE(r);
+  CHECK(r->steps.size() == 1001);
+  CHECK(r->timeout == Millis{std::chrono::days(99999)});
+}

@@ -29,8 +29,9 @@ inline constexpr std::array<DurationUnit, 5> kDurationUnits{{
 // keeps `now + duration` far from where the milliseconds since 1970 overflow.
 inline constexpr std::chrono::milliseconds kMaxDuration{36'500LL * 86'400'000};
 
-// A number and a unit, combinable ("1h30m"); nullopt when malformed or longer than kMaxDuration.
-inline std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
+// A number and a unit, combinable ("1h30m"); nullopt when malformed or longer than `max`.
+inline std::optional<std::chrono::milliseconds> parse_duration(
+    std::string_view text, std::chrono::milliseconds max = kMaxDuration) {
   if (text.empty()) return std::nullopt;
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
@@ -64,7 +65,7 @@ inline std::optional<std::chrono::milliseconds> parse_duration(std::string_view 
     if (total > kMax - part) return std::nullopt;
     total += part;
   }
-  if (total > kMaxDuration.count()) return std::nullopt;
+  if (total > max.count()) return std::nullopt;
   return std::chrono::milliseconds{total};
 }
 
