@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <expected>
@@ -519,11 +518,10 @@ int main(int argc, char** argv) {
       input_text = std::move(*text);
     }
     if (start->count("--id") > 0) {
-      if (id.empty() || id.size() > 128) {
+      if (id.empty() || id.size() > saga::rpc::kMaxIdBytes) {
         return fail(kUsage, "--id is 1 to 128 characters, not " + std::to_string(id.size()));
       }
-      if (std::any_of(id.begin(), id.end(),
-                      [](unsigned char c) { return c < 0x20 || c == 0x7f; })) {
+      if (saga::rpc::has_control_character(id)) {
         return fail(kUsage, "--id must not contain control characters (newline, tab)");
       }
     }

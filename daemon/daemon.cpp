@@ -426,15 +426,15 @@ void Daemon::recover_instances() {
       if (!r.error.empty()) continue;
       const std::string& version = r.events.front().version;
       if (!def || def->version != version) def = workflows_->find_version(version);
-      std::string why = ", which is not in the journal";
       if (!def) {
+        std::string why = ", which is not in the journal";
         auto source = journal_->load_definition(version);
         if (source && *source) {
           def = workflows_->adopt(**source, version);
           if (!def) why = ", which does not load: " + workflows_->adopt_error();
         }
+        if (!def) r.error = "is pinned to workflow version " + version + why + "; it cannot resume";
       }
-      if (!def) r.error = "is pinned to workflow version " + version + why + "; it cannot resume";
       r.def = def;
     }
   };
@@ -658,13 +658,8 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
     // that the step type gets what it declared.
     for (const auto& param : type->params) {
       auto it = rendered->value.find(param.name);
-      // Null stands for "not given" to step types, and 10.0 reads as the integer 10.
-      if (it == rendered->value.end() || it->is_null()) continue;
-      if (it->is_number_float() && std::string_view(param_type_name(param)) == "integer" &&
-          std::isfinite(it->get<double>()) && std::trunc(it->get<double>()) == it->get<double>()) {
-        continue;
-      }
-      if (auto why = param_type_mismatch(param_type_name(param), *it)) {
+      if (it == rendered->value.end()) continue;
+      if (auto why = param_type_mismatch(param_type_name(param), *it, /*rendered=*/true)) {
         std::string got = it->dump(-1, ' ', false, json::error_handler_t::replace);
         if (got.size() > 40) got = got.substr(0, 37) + "...";
         fail_now("parameter \"" + param.name + "\" of step " + sd.name + " (" + inv.uses +
@@ -996,12 +991,10 @@ void Daemon::handle_start(ControlServer::Call& call) {
   if (!workflow || *workflow == "\x01")
     return reply_invalid(call, "start needs \"workflow\", a string");
   auto id = string_param(p, "id");
-  if (id && (*id == "\x01" || id->empty() || id->size() > 128)) {
+  if (id && (*id == "\x01" || id->empty() || id->size() > rpc::kMaxIdBytes)) {
     return reply_invalid(call, "\"id\" must be a non-empty string of at most 128 characters");
   }
-  // NUL cannot be journaled, and other control characters would break log lines and tables.
-  if (id &&
-      std::any_of(id->begin(), id->end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; })) {
+  if (id && rpc::has_control_character(*id)) {
     return reply_invalid(call, "\"id\" must not contain control characters (NUL, newline, tab)");
   }
   // The input goes on into the instance: taken out of the request, not copied.

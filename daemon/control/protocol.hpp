@@ -2,6 +2,7 @@
 // Shared by the daemon's control server and sagactl.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -16,6 +17,13 @@ namespace saga::rpc {
 using json = nlohmann::json;
 
 inline constexpr size_t kMaxRequestBytes = 1 << 20;
+
+// An instance id is 1 to kMaxIdBytes bytes without control characters: NUL cannot be journaled,
+// and the others would break log lines and tables.
+inline constexpr size_t kMaxIdBytes = 128;
+inline bool has_control_character(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+}
 
 // JSON-RPC 2.0 error codes, and ours in the implementation-defined range.
 inline constexpr int kParseError = -32700;

@@ -1202,14 +1202,19 @@ Result<Definition> load_workflow_file(const std::string& path, const StepSchemaL
   return load_workflow(text.str(), path, lookup);
 }
 
-std::optional<std::string> param_type_mismatch(const std::string& type, const json& v) {
+std::optional<std::string> param_type_mismatch(const std::string& type, const json& v,
+                                               bool rendered) {
   if (v.is_string() && v.get_ref<const std::string&>().find("${{") != std::string::npos) {
     return std::nullopt;
   }
+  if (rendered && v.is_null()) return std::nullopt;
   if (type == "string")
     return v.is_string() ? std::nullopt : std::optional<std::string>("a string");
   if (type == "integer") {
-    return v.is_number_integer() ? std::nullopt : std::optional<std::string>("an integer");
+    const bool whole = v.is_number_integer() ||
+                       (rendered && v.is_number_float() && std::isfinite(v.get<double>()) &&
+                        std::trunc(v.get<double>()) == v.get<double>());
+    return whole ? std::nullopt : std::optional<std::string>("an integer");
   }
   if (type == "number")
     return v.is_number() ? std::nullopt : std::optional<std::string>("a number");

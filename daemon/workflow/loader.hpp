@@ -41,8 +41,11 @@ Result<Definition> load_workflow(const std::string& source, const std::string& f
 Result<Definition> load_workflow_file(const std::string& path, const StepSchemaLookup& lookup);
 
 // nullopt when `value` fits a parameter of `type` ("string", "integer", ... "any"); else what it
-// must be ("an integer"). A string holding a template fits any type: it is checked once rendered.
-std::optional<std::string> param_type_mismatch(const std::string& type, const json& value);
+// must be ("an integer"). A string holding a template fits any type: it is checked once rendered,
+// with `rendered`, where null (which step types read as "not given") fits too, and a whole number
+// written 10.0 fits "integer".
+std::optional<std::string> param_type_mismatch(const std::string& type, const json& value,
+                                               bool rendered = false);
 
 // The content hash used as a definition's version: 16 lowercase hex digits.
 std::string definition_version(const std::string& source);
