@@ -4,9 +4,11 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <expected>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -347,10 +349,48 @@ int validate(const Options& o, const std::vector<std::string>& files,
       checked_against = "the daemon's plugins";
     }
   }
+  // A directory stands for its workflow files, the ones sagad would load from it.
+  std::vector<std::string> paths;
+  for (const auto& file : files) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(file, ec)) {
+      paths.push_back(file);
+      continue;
+    }
+    std::vector<std::string> in_dir;
+    for (auto it = std::filesystem::directory_iterator(file, ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+      auto ext = it->path().extension();
+      std::error_code file_ec;
+      if ((ext == ".yaml" || ext == ".yml") && !it->is_directory(file_ec)) {
+        in_dir.push_back(it->path().string());
+      }
+    }
+    if (ec || in_dir.empty()) {
+      paths.push_back(file);  // reported as what it is below
+      continue;
+    }
+    std::sort(in_dir.begin(), in_dir.end());
+    paths.insert(paths.end(), in_dir.begin(), in_dir.end());
+  }
   json files_json = json::array();
   int rc = kOk;
-  for (const auto& file : files) {
-    auto def = saga::load_workflow_file(file, lookup);
+  std::map<std::string, std::string> name_file;  // as sagad refuses a second file with a name
+  for (const auto& file : paths) {
+    std::error_code ec;
+    auto def = std::filesystem::is_directory(file, ec)
+                   ? std::unexpected(saga::Error{
+                         saga::ErrorCode::invalid_argument,
+                         file + ": holds no workflow files (*.yaml, *.yml) that can be read"})
+                   : saga::load_workflow_file(file, lookup);
+    if (def) {
+      if (auto [other, fresh] = name_file.emplace(def->name, file); !fresh) {
+        def = std::unexpected(saga::Error{saga::ErrorCode::invalid_argument,
+                                          file + ": workflow " + def->name +
+                                              " is already defined in " + other->second +
+                                              "; rename one of them"});
+      }
+    }
     if (def) {
       files_json.push_back(
           {{"file", file}, {"ok", true}, {"name", def->name}, {"version", def->version}});

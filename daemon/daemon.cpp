@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
@@ -180,7 +181,10 @@ class Daemon final : private ScheduleHost {
   Result<void> open();
   Result<void> lock_state_dir();
   void load_plugins();
-  void reload_workflows();
+  // Loads the workflows directory again and logs what changed: versions loaded, workflows no
+  // longer defined, and load errors that are new (all of them when `log_every_error`, as when an
+  // operator asks with SIGHUP or at start).
+  void reload_workflows(bool log_every_error = false);
   void recover_instances();
 
   // Transitions.
@@ -268,6 +272,7 @@ class Daemon final : private ScheduleHost {
   TimePoint started_at_ = now_ms();
   std::string secrets_dir_;
   uint64_t id_counter_ = std::random_device{}();
+  std::set<std::pair<std::string, std::string>> logged_load_errors_;  // file, error
   std::map<std::string, WorkflowStats> stats_;
   std::unordered_map<uint64_t, Waiter> awaiting_durable_;
   uint64_t next_await_token_ = 0;
@@ -348,13 +353,36 @@ void Daemon::load_plugins() {
   }
 }
 
-void Daemon::reload_workflows() {
+void Daemon::reload_workflows(bool log_every_error) {
+  std::map<std::string, std::string> before;  // name -> file
+  for (const auto& def : workflows_->current()) before.emplace(def->name, def->file);
   auto fresh = workflows_->reload(config_.workflows_dir);
   for (const auto& def : fresh) {
     writer_->submit_definition(def->version, def->source);
     spdlog::info("workflow {} version {} loaded from {}", def->name, def->version, def->file);
   }
-  for (const auto& e : workflows_->errors()) spdlog::error("{}", e.error);
+  for (const auto& [name, file] : before) {
+    if (!workflows_->find(name)) {
+      spdlog::info("workflow {} is no longer defined ({} is gone or names another workflow)", name,
+                   file);
+    }
+  }
+  // A file that stays broken is reported when it breaks, not again at every change to another
+  // file. A message holds one line per problem: each is a log line of its own.
+  std::set<std::pair<std::string, std::string>> current;
+  for (const auto& e : workflows_->errors()) {
+    auto key = std::make_pair(e.file, e.error);
+    if (log_every_error || !logged_load_errors_.contains(key)) {
+      std::string_view rest = e.error;
+      for (size_t end; (end = rest.find('\n')) != std::string_view::npos;
+           rest.remove_prefix(end + 1)) {
+        spdlog::error("{}", rest.substr(0, end));
+      }
+      spdlog::error("{}", rest);
+    }
+    current.insert(std::move(key));
+  }
+  logged_load_errors_ = std::move(current);
   sync_schedules();
 }
 
@@ -1574,7 +1602,7 @@ int Daemon::run() {
         if (!info) return std::nullopt;
         return schema_of(*info);
       });
-  reload_workflows();
+  reload_workflows(/*log_every_error=*/true);
   recover_instances();
   start_scheduler();
 
@@ -1601,7 +1629,7 @@ int Daemon::run() {
           if (sig == SIGHUP) {
             spdlog::info("SIGHUP: reloading workflows and plugins");
             self->load_plugins();
-            self->reload_workflows();
+            self->reload_workflows(/*log_every_error=*/true);
           } else {
             self->begin_drain(sig == SIGTERM ? "SIGTERM" : "SIGINT");
           }

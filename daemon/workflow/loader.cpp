@@ -1,6 +1,7 @@
 #include "workflow/loader.hpp"
 
 #include <iconv.h>
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -135,6 +137,17 @@ bool is_valid_name(std::string_view s) {
     if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-'))) return false;
   }
   return true;
+}
+
+// In `steps.NAME.output.path`, NAME ends before the first "output" part after its first, so a
+// step named "x.output" could not be named in a template.
+bool has_output_part(std::string_view name) {
+  for (size_t dot = name.find('.'); dot != std::string_view::npos;) {
+    size_t next = name.find('.', dot + 1);
+    if (name.substr(dot + 1, next - (dot + 1)) == "output") return true;
+    dot = next;
+  }
+  return false;
 }
 
 constexpr std::string_view kNameRule =
@@ -566,6 +579,11 @@ class Loader {
     std::vector<YAML::Node> documents;
     try {
       documents = YAML::LoadAll(source_);
+    } catch (const YAML::DeepRecursion& e) {
+      // yaml-cpp words this as "bad file".
+      diags_.add(e.mark,
+                 "lists and mappings are nested too deeply here for the YAML reader; flatten them");
+      return fail();
     } catch (const YAML::Exception& e) {
       diags_.add(e.mark, "YAML syntax error: " + e.msg);
       return fail();
@@ -859,7 +877,12 @@ class Loader {
 
     if (auto* x = f.find("name")) {
       if (auto name = read_string(*x, "\"name\"" + s.owner, diags_)) {
-        if (is_valid_name(*name)) {
+        if (is_valid_name(*name) && !diags_.journaled() && has_output_part(*name)) {
+          diags_.add(x->mark(), "step name " + in_quotes(*name) +
+                                    " cannot be named in templates, which read its \".output\" "
+                                    "as the start of steps.NAME.output; rename the step so that "
+                                    "no part after a dot is \"output\"");
+        } else if (is_valid_name(*name)) {
           s.name = *name;
           s.name_node = x->value;
         } else {
@@ -1187,6 +1210,10 @@ Result<Definition> load_workflow(const std::string& source, const std::string& f
 }
 
 Result<Definition> load_workflow_file(const std::string& path, const StepSchemaLookup& lookup) {
+  if (std::error_code ec; std::filesystem::is_directory(path, ec)) {
+    return make_error(ErrorCode::invalid_argument,
+                      path + ": is a directory, not a workflow file; name a .yaml file in it");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const int err = errno;

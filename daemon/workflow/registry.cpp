@@ -73,8 +73,7 @@ std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
     } else {
       std::string message = loaded.error().message;
       if (entry.good) {
-        message +=
-            "\n(" + path + ": still serving the last good version " + entry.good->version + ")";
+        message += "\n" + path + ": still serving the last good version " + entry.good->version;
       }
       errors_.push_back({path, message});
       if (!entry.good) unloaded_.push_back(declared_name(path));

@@ -2,6 +2,7 @@
 templates, secrets, versions and hot reload."""
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -363,6 +364,77 @@ def test_workflows_validate_without_a_daemon(tmp_path):
     r = subprocess.run([SAGACTL, *nosock, "workflows", "validate", str(unknown), "--plugins",
                         PLUGINS], capture_output=True, text=True)
     assert r.returncode == 1 and "testing.nope" in r.stderr and f"{unknown}:4:" in r.stderr
+
+
+def test_workflows_validate_takes_a_directory_as_sagad_loads_it(tmp_path):
+    from conftest import SAGACTL
+    wf = tmp_path / "workflows"
+    wf.mkdir()
+    (wf / "a.yaml").write_text("name: one\nsteps:\n  - {name: a, uses: testing.noop}\n")
+    (wf / "b.yml").write_text("name: two\nsteps:\n  - {name: a, uses: testing.noop}\n")
+    (wf / "c.yaml").write_text("name: one\nsteps:\n  - {name: b, uses: testing.noop}\n")
+    (wf / "notes.txt").write_text("not a workflow")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nosock = ["--socket", str(tmp_path / "none.sock")]
+
+    r = subprocess.run([SAGACTL, *nosock, "workflows", "validate", str(wf), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    files = json.loads(r.stdout)["files"]
+    assert [(f["file"], f["ok"]) for f in files] == [
+        (str(wf / "a.yaml"), True), (str(wf / "b.yml"), True), (str(wf / "c.yaml"), False)]
+    assert files[2]["error"] == (f"{wf / 'c.yaml'}: workflow one is already defined in "
+                                 f"{wf / 'a.yaml'}; rename one of them")
+
+    r = subprocess.run([SAGACTL, *nosock, "workflows", "validate", str(empty)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"{empty}: holds no workflow files (*.yaml, *.yml) that can be read"
+
+
+def test_reloads_log_what_changed_once(daemon):
+    daemon.add_workflow("keep.yaml", "name: keep\nsteps:\n  - {name: a, uses: testing.noop}\n")
+    daemon.add_workflow("gone.yaml", "name: gone\nsteps:\n  - {name: a, uses: testing.noop}\n")
+    daemon.start()
+
+    def settled(predicate):
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if predicate(daemon.ctl_json("workflows")[1]):
+                return
+            time.sleep(0.1)
+        raise AssertionError(daemon.log())
+
+    daemon.add_workflow("broken.yaml",
+                        "name: broken\nsteps:\n  - name: a\n    uses: testing.noop\n    bogus: 1\n"
+                        "  - name: b\n    uses: testing.nope\n")
+    settled(lambda doc: len(doc["errors"]) == 1)
+    daemon.add_workflow("keep.yaml", "name: keep\nsteps:\n  - {name: b, uses: testing.noop}\n")
+    deadline = time.time() + 10
+    while time.time() < deadline and daemon.log().count("workflow keep version") < 2:
+        time.sleep(0.1)
+    assert daemon.log().count("workflow keep version") == 2, daemon.log()
+    os.remove(os.path.join(daemon.workflows, "gone.yaml"))
+    settled(lambda doc: "gone" not in [w["name"] for w in doc["workflows"]])
+    time.sleep(0.5)
+
+    lines = daemon.log().splitlines()
+    # Each problem of the broken file is one log line, logged when the file broke and not again
+    # at the later changes to other files.
+    bogus = [l for l in lines if 'broken.yaml:5:5: unknown key "bogus"' in l]
+    nope = [l for l in lines if 'broken.yaml:7:11: unknown step type "testing.nope"' in l]
+    assert len(bogus) == 1 and len(nope) == 1, "\n".join(lines)
+    assert " error " in bogus[0] and " error " in nope[0]
+    gone = [l for l in lines if "workflow gone is no longer defined" in l]
+    assert len(gone) == 1 and "gone.yaml" in gone[0], "\n".join(lines)
+
+    # An operator's SIGHUP asks for everything again.
+    daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while time.time() < deadline and daemon.log().count('unknown key "bogus"') < 2:
+        time.sleep(0.1)
+    assert daemon.log().count('unknown key "bogus"') == 2
 
 
 def test_retention_deletes_ended_instances(daemon):

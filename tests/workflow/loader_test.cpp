@@ -359,6 +359,14 @@ TEST_CASE("document-level errors", "[loader]") {
   });
 }
 
+TEST_CASE("YAML nested past what the reader takes is refused as such", "[loader]") {
+  const std::string yaml =
+      "name: x\nsteps: " + std::string(1200, '[') + std::string(1200, ']') + "\n";
+  CHECK(errors_of(yaml) ==
+        std::vector<std::string>{"wf.yaml:2:2408: lists and mappings are nested too deeply here "
+                                 "for the YAML reader; flatten them"});
+}
+
 TEST_CASE("top-level errors", "[loader]") {
   check_cases({
       {"unknown key",
@@ -507,6 +515,14 @@ TEST_CASE("step errors", "[loader]") {
        "name: a\nsteps:\n  - {name: -a, uses: noop}\n",
        {"wf.yaml:3:12: invalid step name \"-a\"; use 1 to 64 characters from a-z, 0-9, '.', '_' "
         "and '-', starting with a letter or digit"}},
+      {"a step name templates could not name",
+       "name: a\nsteps:\n  - {name: x.output, uses: noop}\n  - {name: y.output.z, uses: noop}\n",
+       {"wf.yaml:3:12: step name \"x.output\" cannot be named in templates, which read its "
+        "\".output\" as the start of steps.NAME.output; rename the step so that no part after a "
+        "dot is \"output\"",
+        "wf.yaml:4:12: step name \"y.output.z\" cannot be named in templates, which read its "
+        "\".output\" as the start of steps.NAME.output; rename the step so that no part after a "
+        "dot is \"output\""}},
       {"duplicate step names",
        "name: a\nsteps:\n  - name: s\n    uses: noop\n  - name: t\n    uses: noop\n"
        "  - name: s\n    uses: noop\n",
@@ -808,6 +824,11 @@ TEST_CASE("load_workflow_file reads the file and names it in errors", "[loader]"
   REQUIRE_FALSE(e);
   CHECK(e.error().message == bad + ":2:8: \"steps\" must list at least one step");
 
+  auto as_dir = load_workflow_file(dir.string(), test_schemas);
+  REQUIRE_FALSE(as_dir);
+  CHECK(as_dir.error().message ==
+        dir.string() + ": is a directory, not a workflow file; name a .yaml file in it");
+
   const std::string missing = (dir / "missing.yaml").string();
   auto m = load_workflow_file(missing, test_schemas);
   REQUIRE_FALSE(m);
@@ -963,4 +984,24 @@ TEST_CASE("a version from the journal loads without the limits on new files", "[
   REQUIRE(r);
   CHECK(r->steps.size() == 1001);
   CHECK(r->timeout == Millis{std::chrono::days(99999)});
+
+  // A step name that a template could not name was accepted before, and runs.
+  auto named = load_workflow("name: old\nsteps:\n  - {name: x.output, uses: noop}\n", "<journal>",
+                             nullptr, /*journaled=*/true);
+  REQUIRE(named);
+  CHECK(named->steps[0].name == "x.output");
+}
+
+TEST_CASE("step names with dots, output among them, are named in templates", "[loader]") {
+  // "output" as the first part, or inside a part, leaves steps.NAME.output unambiguous.
+  const Definition d = load_ok(R"(name: dotted
+steps:
+  - {name: output, uses: noop}
+  - {name: output.v2, uses: noop}
+  - {name: a.outputs, uses: noop}
+  - name: use
+    uses: echo
+    with: {x: "${{ steps.output.output.a }}${{ steps.output.v2.output.b }}${{ steps.a.outputs.output.c }}"}
+)");
+  CHECK(d.steps.size() == 4);
 }
