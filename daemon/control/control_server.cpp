@@ -211,18 +211,32 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
     }
     if (!server_) return;
     nlohmann::json id = request->id;
-    std::string method = request->method;
+    // Known methods are short; another name is answered by the handler and only named here.
+    std::string method = request->method.substr(0, 64);
+    handling_ = &id;
+    answered_ = false;
     try {
       server_->handler_(Call{weak_from_this(), request->id, std::move(request->method),
                              std::move(request->params), peer_});
     } catch (const std::exception& e) {
-      // A request that a handler did not expect is answered and logged; the daemon goes on.
+      // A request that a handler did not expect is logged and answered, unless the handler had
+      // answered it already; the daemon goes on.
       spdlog::error("{} request failed: {}", method, e.what());
-      send(rpc::make_error(id, rpc::kInternalError,
-                           method + " failed inside sagad (" + e.what() + "); please report it"));
+      if (!answered_) {
+        send(rpc::make_error(id, rpc::kInternalError,
+                             method + " failed inside sagad (" + e.what() + "); please report it"));
+      }
     }
+    handling_ = nullptr;
   }
 
+ public:
+  // Called with the id of every reply: tells whether the request being handled was answered.
+  void answering(const nlohmann::json& id) {
+    if (handling_ && *handling_ == id) answered_ = true;
+  }
+
+ private:
   ControlServer* server_;
   uv_pipe_t* pipe_;
   rpc::LineBuffer buffer_;
@@ -231,6 +245,8 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
   uv_timer_t* grace_ = nullptr;  // close_after_flush's deadline; freed in its close callback
   bool closing_ = false;
   bool close_after_write_ = false;
+  const nlohmann::json* handling_ = nullptr;  // the id of the request in its handler, if any
+  bool answered_ = false;
 };
 
 ControlServer::ControlServer(uv_loop_t* loop, Handler handler)
@@ -304,13 +320,17 @@ void ControlServer::close() {
 
 void ControlServer::reply(const std::weak_ptr<Connection>& conn, const nlohmann::json& id,
                           nlohmann::json result) {
-  if (auto c = conn.lock()) c->send(rpc::make_result(id, std::move(result)));
+  if (auto c = conn.lock()) {
+    c->answering(id);
+    c->send(rpc::make_result(id, std::move(result)));
+  }
 }
 
 void ControlServer::reply_text(const std::weak_ptr<Connection>& conn, const nlohmann::json& id,
                                std::string_view result_text) {
   auto c = conn.lock();
   if (!c) return;
+  c->answering(id);
   std::string line = R"({"jsonrpc":"2.0","id":)";
   line += id.dump();
   line += R"(,"result":)";
@@ -321,7 +341,10 @@ void ControlServer::reply_text(const std::weak_ptr<Connection>& conn, const nloh
 
 void ControlServer::reply_error(const std::weak_ptr<Connection>& conn, const nlohmann::json& id,
                                 int code, std::string_view message) {
-  if (auto c = conn.lock()) c->send(rpc::make_error(id, code, message));
+  if (auto c = conn.lock()) {
+    c->answering(id);
+    c->send(rpc::make_error(id, code, message));
+  }
 }
 
 bool ControlServer::notify(const std::weak_ptr<Connection>& conn, std::string_view method,

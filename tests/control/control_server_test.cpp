@@ -171,3 +171,27 @@ TEST_CASE("a handler that throws gets its caller an internal error, and the serv
   CHECK(second["id"] == 8);
   CHECK(second["result"]["method"] == "ping");
 }
+
+TEST_CASE("a handler that throws after it answered does not answer twice") {
+  TestServer server([](ControlServer::Call call) {
+    ControlServer::reply(call.conn, call.id, {{"method", call.method}});
+    if (call.method == "late") throw std::runtime_error("after the reply");
+  });
+  int fd = connect_to(server.path(), R"({"jsonrpc":"2.0","id":7,"method":"late"})"
+                                     "\n"
+                                     R"({"jsonrpc":"2.0","id":8,"method":"ping"})"
+                                     "\n");
+  std::string got;
+  char buf[4096];
+  while (got.find("\"id\":8") == std::string::npos) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    REQUIRE(n > 0);
+    got.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  REQUIRE(std::count(got.begin(), got.end(), '\n') == 2);
+  auto first = json::parse(got.substr(0, got.find('\n')));
+  CHECK(first["id"] == 7);
+  CHECK(first["result"]["method"] == "late");
+  CHECK(json::parse(last_line(got))["id"] == 8);
+}
