@@ -945,8 +945,10 @@ void Daemon::handle_timer(const TimerEntry& e, TimePoint now) {
     case TimerKind::schedule:
       break;
     case TimerKind::stop_grace: {
+      // Only the attempts that were told to stop: a compensation that started since runs on.
       auto running = live->running;
       for (const auto& a : running) {
+        if (!a.cancel->load()) continue;
         on_attempt_done(e.id, {a.step, a.phase, a.attempt, Outcome::fail, nullptr,
                                "abandoned: the attempt did not stop within " +
                                    format_duration(config_.grace) + " of the cancel"});

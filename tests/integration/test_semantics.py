@@ -170,6 +170,31 @@ steps:
     assert r.returncode == 1 and "compensated" in r.stderr
 
 
+def test_a_compensation_outlasting_the_cancel_grace_is_not_abandoned(daemon):
+    # The grace period is for the attempts told to stop; the compensations that start once they
+    # have stopped run for as long as they take.
+    daemon.extra_args = ["--grace", "1s"]
+    daemon.add_workflow("undo-slowly.yaml", """
+name: undo-slowly
+steps:
+  - name: book
+    uses: testing.noop
+    compensate: {uses: testing.sleep, with: {ms: 2000}}
+  - name: wait
+    uses: testing.sleep
+    with: {ms: 60000}
+""")
+    daemon.start()
+    iid = start(daemon, "undo-slowly")
+    daemon.wait_for(iid, lambda d: d["steps"][1]["state"] == "running")
+    assert daemon.ctl("cancel", iid).returncode == 0
+    doc = daemon.wait_for(iid, lambda d: d["state"] in ("compensated", "compensation_failed"),
+                          timeout=20)
+    assert doc["state"] == "compensated", doc
+    assert doc["steps"][0]["compensation"]["state"] == "compensated"
+    assert "abandoned" not in json.dumps(daemon.inspect(iid, history=True))
+
+
 def test_instance_timeout_compensates_with_cause_timed_out(daemon):
     daemon.add_workflow("deadline.yaml", """
 name: deadline
