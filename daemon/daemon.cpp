@@ -168,6 +168,17 @@ void mask(std::string& text, const std::string& secret) {
   }
 }
 
+// Masks each secret as it is, and as it reads inside a JSON string when it holds characters that
+// JSON escapes (quotes, newlines): a step's output is JSON text.
+void mask_secrets(std::string& text, const std::vector<std::string>& secrets) {
+  for (const auto& secret : secrets) {
+    mask(text, secret);
+    std::string escaped = json(secret).dump(-1, ' ', false, json::error_handler_t::replace);
+    escaped = escaped.substr(1, escaped.size() - 2);
+    if (escaped != secret) mask(text, escaped);
+  }
+}
+
 class Daemon final : private ScheduleHost {
  public:
   explicit Daemon(const Config& config) : config_(config) {}
@@ -688,8 +699,19 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
       auto it = rendered->value.find(param.name);
       if (it == rendered->value.end()) continue;
       if (auto why = param_type_mismatch(param_type_name(param), *it, /*rendered=*/true)) {
-        std::string got = it->dump(-1, ' ', false, json::error_handler_t::replace);
-        if (got.size() > 40) got = got.substr(0, 37) + "...";
+        // The value is quoted unless a secret went into it: the error is journaled and logged.
+        std::string got;
+        if (secrets_used->empty()) {
+          got = it->dump(-1, ' ', false, json::error_handler_t::replace);
+          if (got.size() > 40) got = got.substr(0, 37) + "...";
+        } else {
+          got = it->is_string()    ? "a string (from a secret)"
+                : it->is_number()  ? "a number (from a secret)"
+                : it->is_boolean() ? "true or false (from a secret)"
+                : it->is_array()   ? "a list (from a secret)"
+                : it->is_object()  ? "a mapping (from a secret)"
+                                   : "null (from a secret)";
+        }
         fail_now("parameter \"" + param.name + "\" of step " + sd.name + " (" + inv.uses +
                  ") must be " + *why + ", but its template rendered " + got);
         return;
@@ -726,18 +748,23 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   live.running.push_back(std::move(running));
   auto job = [this, type, request, cancel, id, step, phase, attempt, secrets_used]() {
     AttemptReply reply = PluginRegistry::invoke(
-        *type, *request, *cancel, [&id, &request](uint32_t level, std::string_view message) {
+        *type, *request, *cancel,
+        [&id, &request, &secrets_used](uint32_t level, std::string_view message) {
           auto lvl = level >= SAGA_LOG_ERROR  ? spdlog::level::err
                      : level == SAGA_LOG_WARN ? spdlog::level::warn
                      : level == SAGA_LOG_INFO ? spdlog::level::info
                                               : spdlog::level::debug;
-          spdlog::log(lvl, "{} {}: {}", id, request->step, message);
+          if (secrets_used && !secrets_used->empty()) {
+            std::string masked(message);
+            mask_secrets(masked, *secrets_used);
+            spdlog::log(lvl, "{} {}: {}", id, request->step, masked);
+          } else {
+            spdlog::log(lvl, "{} {}: {}", id, request->step, message);
+          }
         });
-    // What a step returns may echo a secret it was given: it is masked before the journal or
-    // the log can see it.
-    if (secrets_used) {
-      for (const auto& secret : *secrets_used) mask(reply.data, secret);
-    }
+    // What a step returns or logs may echo a secret it was given: it is masked before the
+    // journal or the log can see it.
+    if (secrets_used) mask_secrets(reply.data, *secrets_used);
     return std::function<void()>([this, id, step, phase, attempt, reply = std::move(reply)] {
       AttemptResult r{step, phase, attempt, Outcome::retry, nullptr, {}};
       switch (reply.outcome) {

@@ -308,6 +308,45 @@ steps:
     assert "s3cr3t-VALUE-123" not in daemon.log()
 
 
+def test_secrets_stay_out_of_errors_escaped_outputs_and_plugin_logs(daemon, tmp_path):
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "headers").write_text('{"Authorization": "Bearer sk-live-42"}')
+    (secrets / "count").write_text("hunter2-count")
+    (secrets / "tool").write_text("/bin/true")
+    daemon.extra_args = ["--secrets", str(secrets), "--log-level", "debug"]
+    daemon.add_workflow("leaky.yaml", """
+name: leaky
+on_failure: halt
+steps:
+  - name: quoted
+    uses: testing.echo
+    with: {h: "${{ secrets.headers }}"}
+  - name: logged
+    uses: exec
+    with: {argv: ["${{ secrets.tool }}"]}
+  - name: typed
+    uses: testing.sleep
+    with: {ms: "${{ secrets.count }}"}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "leaky", "--wait")
+    assert code == 1 and out["instance"]["state"] == "failed", out
+    steps = out["instance"]["steps"]
+    # A secret with quotes reads escaped inside the JSON output: masked all the same.
+    assert steps[0]["output"] == {"h": "***"}
+    assert steps[2]["error"] == ('parameter "ms" of step typed (testing.sleep) must be an integer, '
+                                 "but its template rendered a string (from a secret)")
+    daemon.stop()
+    for value in (b"sk-live-42", b"hunter2-count", b"/bin/true"):
+        for root, _, files in os.walk(daemon.state):
+            for name in files:
+                with open(os.path.join(root, name), "rb") as f:
+                    assert value not in f.read(), f"{value} found in {name}"
+        assert value.decode() not in daemon.log()
+    assert "started `***` as pid" in daemon.log()
+
+
 GOOD_V1 = """
 name: pinned
 steps:
