@@ -71,6 +71,7 @@ struct RunningAttempt {
 struct Waiter {
   Conn conn;
   json id;
+  bool existing = false;  // a `start` of an id that was started before
 };
 
 // An instance that is not yet terminal, as the loop thread keeps it.
@@ -79,6 +80,10 @@ struct Live {
   Instance inst;
   std::vector<RunningAttempt> running;
   std::vector<Waiter> waiters;  // `start --wait` callers
+  // Calls that started this id again before its first write was durable (await_durable tokens):
+  // they are told it exists once it does.
+  std::vector<uint64_t> existing_acks;
+  bool created_durable = false;
   std::optional<Timers::iterator> deadline;
   // The state its journal record was last written in (see InstanceWrite::state).
   InstanceState recorded = InstanceState::running;
@@ -488,6 +493,7 @@ void Daemon::recover_instances() {
       // The journal wrote the record at each change of state, the last of which the history
       // replayed.
       ref.recorded = ref.inst.state;
+      ref.created_durable = true;
       commit(ref, recover(*ref.def, ref.inst, now_ms()), false);
       ++resumed;
     }
@@ -593,13 +599,24 @@ void Daemon::on_durable(const std::string& id, const std::vector<Action>& action
                         const std::string& state) {
   Live* live = find_live(id);
   if (!live) return;
+  if (!live->created_durable) {
+    live->created_durable = true;
+    for (uint64_t token : live->existing_acks) {
+      if (auto w = take_awaiting(token)) {
+        ControlServer::reply(w->conn, w->id, {{"id", id}, {"existing", true}});
+      }
+    }
+    live->existing_acks.clear();
+  }
   for (const auto& a : actions) perform(*live, a);
   if (!settled) return;
   if (!live->waiters.empty()) {
     // The instance as just journaled, spliced in as text: no parse and dump per waiter.
-    std::string result =
-        R"({"existing":false,"id":)" + json(id).dump() + R"(,"instance":)" + state + "}";
-    for (auto& w : live->waiters) ControlServer::reply_text(w.conn, w.id, result);
+    const std::string rest = R"(,"id":)" + json(id).dump() + R"(,"instance":)" + state + "}";
+    for (auto& w : live->waiters) {
+      ControlServer::reply_text(
+          w.conn, w.id, (w.existing ? R"({"existing":true)" : R"({"existing":false)") + rest);
+    }
   }
   live->waiters.clear();
   if (is_terminal(live->inst.state) && live->running.empty()) {
@@ -1063,9 +1080,20 @@ void Daemon::handle_start(ControlServer::Call& call) {
   const bool wait = *waits;
 
   if (id) {
+    // Starting an id again answers with the instance it names, if it runs the same workflow.
+    auto other_workflow = [&](const std::string& runs) {
+      reply_error(call, {ErrorCode::already_exists,
+                         "instance " + *id + " exists and runs workflow " + runs + ", not " +
+                             *workflow + "; start it under another id"});
+    };
     if (Live* live = find_live(*id)) {
+      if (live->def->name != *workflow) return other_workflow(live->def->name);
       if (wait && !is_settled(live->inst.state)) {
-        live->waiters.push_back({call.conn, call.id});
+        live->waiters.push_back({call.conn, call.id, /*existing=*/true});
+        return;
+      }
+      if (!live->created_durable) {
+        live->existing_acks.push_back(await_durable(call));
         return;
       }
       json result = {{"id", *id}, {"existing", true}};
@@ -1075,8 +1103,15 @@ void Daemon::handle_start(ControlServer::Call& call) {
     auto stored = journal_->load_state(*id);
     if (!stored) return reply_error(call, stored.error());
     if (*stored) {
+      json instance = json::parse(**stored, nullptr, false);
+      if (instance.is_object() && instance.contains("workflow") &&
+          instance["workflow"] != *workflow) {
+        return other_workflow(instance["workflow"].is_string()
+                                  ? instance["workflow"].get<std::string>()
+                                  : instance["workflow"].dump());
+      }
       json result = {{"id", *id}, {"existing", true}};
-      if (wait) result["instance"] = json::parse(**stored);
+      if (wait) result["instance"] = std::move(instance);
       return ControlServer::reply(call.conn, call.id, std::move(result));
     }
   }

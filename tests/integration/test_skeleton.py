@@ -3,7 +3,7 @@ import json
 import os
 import time
 
-from conftest import SAGACTL, events
+from conftest import SAGACTL, Rpc, events
 
 SLOW = """
 name: slow
@@ -102,6 +102,42 @@ def test_start_with_an_existing_id_returns_that_instance(daemon):
     assert again == {"id": "same", "existing": True}
     code, listing = daemon.ctl_json("list")
     assert len(listing["instances"]) == 1
+
+
+def test_starting_an_id_again_says_existing_and_waits_for_its_journal(daemon):
+    daemon.add_example("hello.yaml")
+    daemon.add_workflow("nap.yaml", """
+name: nap
+steps:
+  - {name: a, uses: testing.sleep, with: {ms: 1500}}
+""")
+    daemon.start()
+    code, first = daemon.ctl_json("start", "nap", "--id", "napper")
+    assert code == 0 and first == {"id": "napper", "existing": False}
+    # Waiting on an instance that was started before, and runs still.
+    code, again = daemon.ctl_json("start", "nap", "--id", "napper", "--wait")
+    assert code == 0
+    assert again["existing"] is True and again["instance"]["state"] == "completed"
+    r = daemon.ctl("start", "nap", "--id", "napper", "--wait")
+    assert r.returncode == 0 and r.stdout.startswith("napper (existing)")
+
+    # The same id for another workflow is refused, running or ended.
+    code, out = daemon.ctl_json("start", "hello", "--id", "napper")
+    assert code == 1
+    assert out["error"]["message"] == ("instance napper exists and runs workflow nap, not hello; "
+                                       "start it under another id")
+    # A second start that arrives before the first is durable is answered after it, not before.
+    rpc = Rpc(daemon.socket)
+    try:
+        rpc.sock.sendall(b"".join(
+            (json.dumps({"jsonrpc": "2.0", "id": n, "method": "start",
+                         "params": {"workflow": "nap", "id": "twice"}}) + "\n").encode()
+            for n in (1, 2)))
+        replies = [rpc.read(), rpc.read()]
+    finally:
+        rpc.close()
+    assert [r["id"] for r in replies] == [1, 2]
+    assert [r["result"]["existing"] for r in replies] == [False, True]
 
 
 def test_errors_are_one_line_with_exit_codes(daemon):
