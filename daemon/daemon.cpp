@@ -167,6 +167,16 @@ bool settled_now(const Transition& t) {
   }
 }
 
+// The keys of `input.required` that `input` lacks, as an error; nullopt when none.
+std::optional<std::string> missing_input(const Definition& def, const json& input) {
+  std::string list;
+  for (const auto& key : def.required_input) {
+    if (!input.contains(key)) list += (list.empty() ? "" : ", ") + key;
+  }
+  if (list.empty()) return std::nullopt;
+  return "workflow " + def.name + " needs input keys: " + list;
+}
+
 void mask(std::string& text, const std::string& secret) {
   for (size_t at = text.find(secret); at != std::string::npos; at = text.find(secret, at + 3)) {
     text.replace(at, secret.size(), "***");
@@ -1120,15 +1130,7 @@ void Daemon::handle_start(ControlServer::Call& call) {
     return reply_error(call, {ErrorCode::not_found,
                               "no workflow " + *workflow + " (sagactl workflows lists them)"});
   }
-  std::vector<std::string> missing;
-  for (const auto& key : def->required_input) {
-    if (!input.contains(key)) missing.push_back(key);
-  }
-  if (!missing.empty()) {
-    std::string list;
-    for (const auto& k : missing) list += (list.empty() ? "" : ", ") + k;
-    return reply_invalid(call, "workflow " + def->name + " needs input keys: " + list);
-  }
+  if (auto missing = missing_input(*def, input)) return reply_invalid(call, *missing);
   const TimePoint now = now_ms();
   std::string instance_id = id ? *id : new_instance_id(now);
   Live& live = add_live(instance_id, def);
@@ -1219,6 +1221,9 @@ void Daemon::handle_retry_or_cancel(ControlServer::Call& call, bool is_retry) {
     auto from = string_param(p, "from");
     if (from == "\x01") return reply_invalid(call, "\"from\" must be a step name");
     json input = p.value("input", json());
+    if (input.is_object()) {  // the engine refuses another kind
+      if (auto missing = missing_input(*live->def, input)) return reply_invalid(call, *missing);
+    }
     t = retry(*live->def, live->inst, from, std::move(input), call.peer.uid, now_ms());
   } else {
     auto reason = string_param(p, "reason");

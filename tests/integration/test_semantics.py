@@ -284,6 +284,26 @@ steps:
     assert "order_id" in r.stderr and "amount" not in r.stderr.split("order_id")[1]
 
 
+def test_required_input_is_checked_at_retry_with_new_input(daemon):
+    daemon.add_workflow("needs-later.yaml", """
+name: needs-later
+on_failure: halt
+input: {required: [order_id]}
+steps:
+  - {name: a, uses: testing.fail, with: {times: 1}, retry: {max_attempts: 1}}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "needs-later", "--input", '{"order_id": 7}', "--wait")
+    assert code == 1 and out["instance"]["state"] == "failed"
+    r = daemon.ctl("retry", out["id"], "--input", "{}")
+    assert r.returncode == 1
+    assert r.stderr.strip() == "sagactl: workflow needs-later needs input keys: order_id"
+    assert daemon.inspect(out["id"])["input"] == {"order_id": 7}
+    assert daemon.ctl("retry", out["id"], "--input", '{"order_id": 8}').returncode == 0
+    doc = daemon.wait_for(out["id"], lambda d: d["state"] == "completed")
+    assert doc["input"] == {"order_id": 8}
+
+
 def test_secrets_are_rendered_but_never_journaled_or_logged(daemon, tmp_path):
     secrets = tmp_path / "secrets"
     secrets.mkdir()
