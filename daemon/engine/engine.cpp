@@ -317,6 +317,7 @@ void apply(const Definition& def, Instance& inst, const Event& e) {
       break;
     case EventType::instance_retried:
       if (!e.input.is_null()) inst.input = e.input;
+      if (e.deadline) inst.deadline = e.deadline;
       if (inst.state == InstanceState::failed) {
         std::vector<uint32_t> rerun;
         if (!e.step.empty()) {
@@ -478,7 +479,14 @@ Result<Transition> retry(const Definition& def, Instance& inst, std::optional<st
   e.step = from.value_or("");
   e.input = std::move(input);
   e.uid = uid;
+  // The instance's timeout starts over, as its steps' attempt budgets do: a failed instance
+  // waits for its operator, and the time it waited does not count against the run it resumes.
+  const bool resumes_run = inst.state == InstanceState::failed;
+  if (resumes_run && def.timeout) e.deadline = now + *def.timeout;
   em.emit(std::move(e));
+  if (resumes_run && inst.deadline) {
+    em.act(Action{Action::Kind::arm_deadline, 0, Phase::run, 0, *inst.deadline});
+  }
   advance(em);
   return out;
 }

@@ -28,7 +28,8 @@ enum class EventType {
   instance_compensated,          //
   instance_failed,               // step, error
   instance_compensation_failed,  // step, error
-  instance_retried,              // step (the --from step, or empty), input (when replaced), uid
+  instance_retried,              // step (the --from step, or empty), input (when replaced), uid,
+                                 // deadline (a failed instance with a timeout resumes)
 };
 
 std::string_view to_string(EventType t);

@@ -381,6 +381,48 @@ TEST_CASE("the instance deadline cancels with cause timed_out") {
   sim.check_replay();
 }
 
+TEST_CASE("a retried instance gets its timeout afresh, live and after recovery alike") {
+  Definition def = make_def({{"a", {"<previous>"}, true, 1}, {"b"}}, OnFailure::halt);
+  def.timeout = Millis(5000);
+  Sim sim(def);
+  sim.start();
+  sim.result("a", Outcome::fail);
+  REQUIRE(sim.inst.state == InstanceState::failed);
+  // Parked for an operator: the deadline passing does nothing.
+  sim.now += Millis(60000);
+  sim.take(on_deadline(sim.def, sim.inst, sim.now));
+  CHECK(sim.inst.state == InstanceState::failed);
+
+  auto t = retry(sim.def, sim.inst, std::nullopt, json(), 7u, sim.now);
+  REQUIRE(t);
+  sim.take(std::move(*t));
+  REQUIRE(sim.inst.deadline);
+  CHECK(*sim.inst.deadline == sim.now + Millis(5000));
+  bool armed = false;
+  for (const auto& a : sim.actions) {
+    if (a.kind == Action::Kind::arm_deadline) armed = a.at == sim.now + Millis(5000);
+  }
+  CHECK(armed);
+  sim.check_replay();
+
+  // A restart inside the new timeout resumes the run with the same deadline, not a timed-out one.
+  sim.now += Millis(1000);
+  Instance rebuilt = replay(sim.def, sim.inst.id, sim.history);
+  Transition resumed = recover(sim.def, rebuilt, sim.now);
+  CHECK(rebuilt.state == InstanceState::running);
+  CHECK(rebuilt.cause.empty());
+  bool rearmed = false;
+  for (const auto& a : resumed.actions) {
+    if (a.kind == Action::Kind::arm_deadline) rearmed = a.at == *sim.inst.deadline;
+  }
+  CHECK(rearmed);
+
+  // And the new deadline times the run out as the first would have.
+  sim.now = *sim.inst.deadline;
+  sim.take(on_deadline(sim.def, sim.inst, sim.now));
+  CHECK(sim.inst.cause == "timed_out");
+}
+
 TEST_CASE("independent steps run in parallel up to max_parallel") {
   Definition def = make_def({{"a", {}}, {"b", {}}, {"c", {}}, {"d", {"a", "b", "c"}}});
   SECTION("unbounded") {
