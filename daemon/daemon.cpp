@@ -66,6 +66,9 @@ struct RunningAttempt {
   uint32_t attempt = 0;
   std::shared_ptr<std::atomic<bool>> cancel;
   std::optional<Timers::iterator> timeout;
+  // For a step with a timeout: when a worker began the attempt (Unix ms; 0 while it waits for
+  // one). The timeout counts from then.
+  std::shared_ptr<std::atomic<int64_t>> began_ms;
 };
 
 struct Waiter {
@@ -765,15 +768,24 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   JsonText(request->input_json).value(live.inst.input);
   request->steps_json = std::move(steps_json);
 
-  RunningAttempt running{step, phase, attempt, std::make_shared<std::atomic<bool>>(false), {}};
-  if (sd.timeout) {
-    TimePoint deadline = now_ms() + *sd.timeout;
-    request->deadline_unix_ms = to_unix_ms(deadline);
-    running.timeout = add_timer(deadline, {id, TimerKind::attempt_timeout, step, phase, attempt});
+  RunningAttempt running{step, phase, attempt, std::make_shared<std::atomic<bool>>(false), {}, {}};
+  std::optional<Millis> timeout = sd.timeout;
+  if (timeout) {
+    // Checked when it would expire had the attempt begun at once (see attempt_timeout).
+    running.began_ms = std::make_shared<std::atomic<int64_t>>(0);
+    running.timeout =
+        add_timer(now_ms() + *timeout, {id, TimerKind::attempt_timeout, step, phase, attempt});
   }
   auto cancel = running.cancel;
+  auto began_ms = running.began_ms;
   live.running.push_back(std::move(running));
-  auto job = [this, type, request, cancel, id, step, phase, attempt, secrets_used]() {
+  auto job = [this, type, request, cancel, began_ms, timeout, id, step, phase, attempt,
+              secrets_used]() {
+    if (began_ms) {
+      const int64_t now = to_unix_ms(now_ms());
+      began_ms->store(now);
+      request->deadline_unix_ms = now + timeout->count();
+    }
     AttemptReply reply = PluginRegistry::invoke(
         *type, *request, *cancel,
         [&id, &request, &secrets_used](uint32_t level, std::string_view message) {
@@ -989,6 +1001,15 @@ void Daemon::handle_timer(const TimerEntry& e, TimePoint now) {
         return a.step == e.step && a.phase == e.phase && a.attempt == e.attempt;
       });
       if (it == live->running.end()) break;
+      const Millis timeout = *live->def->steps[e.step].timeout;
+      // The attempt waited for a worker: its time counts from when one took it up.
+      const int64_t began = it->began_ms ? it->began_ms->load() : 0;
+      const TimePoint due = began == 0 ? now + timeout : from_unix_ms(began) + timeout;
+      if (due > now) {
+        it->timeout =
+            add_timer(due, {e.id, TimerKind::attempt_timeout, e.step, e.phase, e.attempt});
+        break;
+      }
       it->cancel->store(true);
       it->timeout.reset();
       const auto& sd = live->def->steps[e.step];

@@ -215,6 +215,31 @@ steps:
     assert out["instance"]["steps"][0]["state"] == "compensated"
 
 
+def test_a_step_timeout_counts_from_when_a_worker_takes_the_attempt(daemon):
+    daemon.extra_args = ["--workers", "1"]
+    daemon.add_workflow("hog.yaml", """
+name: hog
+steps:
+  - {name: hold, uses: testing.sleep, with: {ms: 1500}}
+""")
+    daemon.add_workflow("quick.yaml", """
+name: quick
+steps:
+  - name: brief
+    uses: testing.sleep
+    with: {ms: 50}
+    timeout: 500ms
+    retry: {max_attempts: 1}
+""")
+    daemon.start()
+    hog = start(daemon, "hog")
+    daemon.wait_for(hog, lambda d: d["steps"][0]["state"] == "running")
+    # The one worker is busy for 1.5s: the attempt waits three times its timeout, then runs.
+    code, out = daemon.ctl_json("start", "quick", "--wait")
+    assert code == 0, out
+    assert out["instance"]["steps"][0]["attempts"] == 1
+
+
 def test_attempt_timeout_is_a_transient_failure(daemon):
     daemon.add_workflow("slowstep.yaml", """
 name: slowstep
