@@ -57,7 +57,6 @@ std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
   std::erase_if(files_, [&](const auto& kv) { return !present.contains(kv.first); });
 
   by_name_.clear();
-  std::map<std::string, std::string> name_file;
   for (const auto& path : paths) {
     auto loaded = load_workflow_file(path, lookup_);
     FileEntry& entry = files_[path];
@@ -78,16 +77,27 @@ std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
       errors_.push_back({path, message});
       if (!entry.good) unloaded_.push_back(declared_name(path));
     }
-    if (!entry.good) continue;
-    const std::string& name = entry.good->name;
-    if (auto other = name_file.find(name); other != name_file.end()) {
-      errors_.push_back({path, path + ": workflow " + name + " is already defined in " +
-                                   other->second + "; rename one of them"});
-      continue;
-    }
-    name_file[name] = path;
-    by_name_[name] = entry.good;
   }
+  // Two files with one name: the file that served the name keeps it and the other is the error,
+  // so that a copy of a file (a draft beside it) never takes over, whatever its name sorts as.
+  // Among files new to the name, the first in order wins.
+  std::map<std::string, std::string> name_file;
+  for (bool incumbents : {true, false}) {
+    for (const auto& path : paths) {
+      const DefinitionPtr& good = files_[path].good;
+      if (!good) continue;
+      auto served = name_file_.find(good->name);
+      if (incumbents != (served != name_file_.end() && served->second == path)) continue;
+      if (auto other = name_file.find(good->name); other != name_file.end()) {
+        errors_.push_back({path, path + ": workflow " + good->name + " is already defined in " +
+                                     other->second + "; rename one of them"});
+        continue;
+      }
+      name_file[good->name] = path;
+      by_name_[good->name] = good;
+    }
+  }
+  name_file_ = std::move(name_file);
   return fresh;
 }
 

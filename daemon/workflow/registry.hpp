@@ -51,6 +51,7 @@ class WorkflowRegistry {
   StepSchemaLookup lookup_;
   std::map<std::string, FileEntry> files_;           // path -> last good
   std::map<std::string, DefinitionPtr> by_name_;     // current
+  std::map<std::string, std::string> name_file_;     // current: name -> the file serving it
   std::map<std::string, DefinitionPtr> by_version_;  // every version seen
   std::vector<LoadError> errors_;
   std::string adopt_error_;

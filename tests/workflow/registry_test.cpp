@@ -90,3 +90,40 @@ TEST_CASE("the registry tells which workflows a file that failed to load may def
     CHECK(registry.may_define("wf"));
   }
 }
+
+TEST_CASE("a second file with a workflow's name never takes the workflow over", "[registry]") {
+  Dir dir;
+  WorkflowRegistry registry(nullptr);
+  dir.write("order.yaml", "name: order\nsteps:\n  - {name: live, uses: noop}\n");
+  registry.reload(dir.path);
+  REQUIRE(registry.find("order"));
+
+  // A draft copy that sorts first, with other content and with the same content.
+  for (const char* draft : {"name: order\nsteps:\n  - {name: draft, uses: noop}\n",
+                            "name: order\nsteps:\n  - {name: live, uses: noop}\n"}) {
+    dir.write("order-new.yaml", draft);
+    registry.reload(dir.path);
+    REQUIRE(registry.find("order"));
+    CHECK(registry.find("order")->steps[0].name == "live");
+    REQUIRE(registry.errors().size() == 1);
+    CHECK(registry.errors()[0].file == dir.path + "/order-new.yaml");
+    CHECK(registry.errors()[0].error == dir.path + "/order-new.yaml: workflow order is already " +
+                                            "defined in " + dir.path +
+                                            "/order.yaml; rename one of them");
+  }
+
+  // Once the first file is gone, the copy serves the name.
+  dir.write("order-new.yaml", "name: order\nsteps:\n  - {name: draft, uses: noop}\n");
+  fs::remove(dir.path + "/order.yaml");
+  registry.reload(dir.path);
+  REQUIRE(registry.find("order"));
+  CHECK(registry.find("order")->steps[0].name == "draft");
+  CHECK(registry.errors().empty());
+
+  // Two files new to a name at once: the first in order serves it.
+  dir.write("a.yaml", "name: pair\nsteps:\n  - {name: first, uses: noop}\n");
+  dir.write("b.yaml", "name: pair\nsteps:\n  - {name: second, uses: noop}\n");
+  registry.reload(dir.path);
+  REQUIRE(registry.find("pair"));
+  CHECK(registry.find("pair")->steps[0].name == "first");
+}
