@@ -1156,7 +1156,8 @@ void Daemon::handle_start(ControlServer::Call& call) {
   std::string instance_id = id ? *id : new_instance_id(now);
   Live& live = add_live(instance_id, def);
   if (wait) live.waiters.push_back({call.conn, call.id});
-  Transition t = start(*def, live.inst, instance_id, std::move(input), call.peer.uid, now);
+  Transition t = start(*def, live.inst, instance_id, std::move(input),
+                       Caller{call.peer.uid, call.peer.gid}, now);
   std::optional<uint64_t> token;
   if (!wait) token = await_durable(call);
   commit(live, std::move(t), true, [this, token, instance_id] {
@@ -1245,11 +1246,13 @@ void Daemon::handle_retry_or_cancel(ControlServer::Call& call, bool is_retry) {
     if (input.is_object()) {  // the engine refuses another kind
       if (auto missing = missing_input(*live->def, input)) return reply_invalid(call, *missing);
     }
-    t = retry(*live->def, live->inst, from, std::move(input), call.peer.uid, now_ms());
+    t = retry(*live->def, live->inst, from, std::move(input), Caller{call.peer.uid, call.peer.gid},
+              now_ms());
   } else {
     auto reason = string_param(p, "reason");
     if (reason == "\x01") return reply_invalid(call, "\"reason\" must be a string");
-    t = cancel(*live->def, live->inst, reason.value_or(""), call.peer.uid, now_ms());
+    t = cancel(*live->def, live->inst, reason.value_or(""), Caller{call.peer.uid, call.peer.gid},
+               now_ms());
   }
   if (!t) return reply_error(call, t.error());
   json instance = instance_to_json(*live->def, live->inst);

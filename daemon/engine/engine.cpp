@@ -6,6 +6,12 @@
 namespace saga {
 namespace {
 
+void set_caller(Event& e, const std::optional<Caller>& caller) {
+  if (!caller) return;
+  e.uid = caller->uid;
+  e.gid = caller->gid;
+}
+
 bool dependency_satisfied(const Definition& def, const Instance& inst, uint32_t dep) {
   const StepRun& s = inst.steps[dep];
   return s.state == StepState::succeeded ||
@@ -173,13 +179,13 @@ void advance(Emitter& em) {
 }
 
 void begin_compensation(Emitter& em, std::string cause, std::string reason,
-                        std::optional<uint32_t> uid) {
+                        std::optional<Caller> caller) {
   bool stop = any_running(em.inst());
   Event e;
   e.type = EventType::instance_compensating;
   e.cause = std::move(cause);
   e.reason = std::move(reason);
-  e.uid = uid;
+  set_caller(e, caller);
   em.emit(std::move(e));
   if (stop) em.act(Action{Action::Kind::stop_attempts, 0, Phase::run, 0, {}});
   advance(em);
@@ -355,7 +361,7 @@ void apply(const Definition& def, Instance& inst, const Event& e) {
 }
 
 Transition start(const Definition& def, Instance& inst, std::string id, json input,
-                 std::optional<uint32_t> uid, TimePoint now) {
+                 std::optional<Caller> caller, TimePoint now) {
   Transition out;
   Emitter em(def, inst, now, out);
   inst.id = std::move(id);
@@ -364,7 +370,7 @@ Transition start(const Definition& def, Instance& inst, std::string id, json inp
   e.workflow = def.name;
   e.version = def.version;
   e.input = std::move(input);
-  e.uid = uid;
+  set_caller(e, caller);
   if (def.timeout) e.deadline = now + *def.timeout;
   em.emit(std::move(e));
   if (inst.deadline) em.act(Action{Action::Kind::arm_deadline, 0, Phase::run, 0, *inst.deadline});
@@ -440,7 +446,7 @@ Transition on_deadline(const Definition& def, Instance& inst, TimePoint now) {
 }
 
 Result<Transition> cancel(const Definition& def, Instance& inst, std::string reason,
-                          std::optional<uint32_t> uid, TimePoint now) {
+                          std::optional<Caller> caller, TimePoint now) {
   if (inst.state != InstanceState::running && inst.state != InstanceState::failed) {
     return make_error(ErrorCode::failed_precondition,
                       "instance " + inst.id + " is " + std::string(to_string(inst.state)) +
@@ -448,12 +454,12 @@ Result<Transition> cancel(const Definition& def, Instance& inst, std::string rea
   }
   Transition out;
   Emitter em(def, inst, now, out);
-  begin_compensation(em, "cancelled", std::move(reason), uid);
+  begin_compensation(em, "cancelled", std::move(reason), caller);
   return out;
 }
 
 Result<Transition> retry(const Definition& def, Instance& inst, std::optional<std::string> from,
-                         json input, std::optional<uint32_t> uid, TimePoint now) {
+                         json input, std::optional<Caller> caller, TimePoint now) {
   if (inst.state == InstanceState::compensation_failed) {
     if (from || !input.is_null()) {
       return make_error(ErrorCode::invalid_argument,
@@ -478,7 +484,7 @@ Result<Transition> retry(const Definition& def, Instance& inst, std::optional<st
   e.type = EventType::instance_retried;
   e.step = from.value_or("");
   e.input = std::move(input);
-  e.uid = uid;
+  set_caller(e, caller);
   // The instance's timeout starts over, as its steps' attempt budgets do: a failed instance
   // waits for its operator, and the time it waited does not count against the run it resumes.
   const bool resumes_run = inst.state == InstanceState::failed;

@@ -53,7 +53,7 @@ void apply(const Definition& def, Instance& inst, const Event& e);
 
 // Starts an instance: `inst` must be default-constructed. `input` must already be validated.
 Transition start(const Definition& def, Instance& inst, std::string id, json input,
-                 std::optional<uint32_t> uid, TimePoint now);
+                 std::optional<Caller> caller, TimePoint now);
 
 // The result of an attempt. A result for an attempt that is no longer current (abandoned,
 // superseded) changes nothing.
@@ -69,13 +69,13 @@ Transition on_deadline(const Definition& def, Instance& inst, TimePoint now);
 
 // An operator's cancel: allowed in `running` and `failed`.
 Result<Transition> cancel(const Definition& def, Instance& inst, std::string reason,
-                          std::optional<uint32_t> uid, TimePoint now);
+                          std::optional<Caller> caller, TimePoint now);
 
 // An operator's retry: `failed` resumes at the failed steps (or re-runs `from` and everything
 // downstream of it), `compensation_failed` resumes the remaining compensations. A non-null
 // `input` replaces the instance input (only with a `failed` instance).
 Result<Transition> retry(const Definition& def, Instance& inst, std::optional<std::string> from,
-                         json input, std::optional<uint32_t> uid, TimePoint now);
+                         json input, std::optional<Caller> caller, TimePoint now);
 
 // After the instance was rebuilt from the journal: attempts that were running are run again
 // (interrupted, not counted), backoff timers and the deadline are armed again.

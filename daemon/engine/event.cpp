@@ -66,6 +66,7 @@ std::string event_json_text(const Event& e) {
   if (!e.version.empty()) w.key("version").string(e.version);
   if (e.deadline) w.key("deadline").time(*e.deadline);
   if (e.uid) w.key("uid").number(*e.uid);
+  if (e.gid) w.key("gid").number(*e.gid);
   w.end_object();
   return out;
 }
@@ -131,6 +132,8 @@ class EventReader {
         ok = time(e.deadline.emplace());
       } else if (key == "uid") {
         ok = number32(e.uid.emplace());
+      } else if (key == "gid") {
+        ok = number32(e.gid.emplace());
       }
       if (!ok) return false;
     } while (take(','));
@@ -283,6 +286,7 @@ Event event_from_json(const json& j) {
   e.version = j.value("version", std::string());
   e.deadline = time_field(j, "deadline");
   if (auto it = j.find("uid"); it != j.end()) e.uid = it->get<uint32_t>();
+  if (auto it = j.find("gid"); it != j.end()) e.gid = it->get<uint32_t>();
   return e;
 }
 

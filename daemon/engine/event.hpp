@@ -14,7 +14,7 @@ namespace saga {
 using json = nlohmann::json;
 
 enum class EventType {
-  instance_started,              // workflow, version, input, deadline, uid
+  instance_started,              // workflow, version, input, deadline, uid, gid
   step_started,                  // step, attempt
   step_succeeded,                // step, attempt, output
   step_failed,                   // step, attempt, error, retry_at (set: a retry is scheduled)
@@ -23,7 +23,7 @@ enum class EventType {
   compensation_succeeded,        // step, attempt
   compensation_failed,           // step, attempt, error, retry_at
   compensation_interrupted,      // step, attempt
-  instance_compensating,         // cause, reason, uid
+  instance_compensating,         // cause, reason, uid, gid
   instance_completed,            //
   instance_compensated,          //
   instance_failed,               // step, error
@@ -34,6 +34,12 @@ enum class EventType {
 
 std::string_view to_string(EventType t);
 std::optional<EventType> parse_event_type(std::string_view s);
+
+// Who asked for an operator's action (start, retry, cancel): the peer of the control socket.
+struct Caller {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+};
 
 struct Event {
   uint64_t seq = 0;
@@ -49,7 +55,8 @@ struct Event {
   json input;  // instance_started, instance_retried (null: unchanged)
   std::string workflow, version;
   std::optional<TimePoint> deadline;
-  std::optional<uint32_t> uid;
+  std::optional<uint32_t> uid;  // the caller's, by SO_PEERCRED, for an operator's action
+  std::optional<uint32_t> gid;
 };
 
 // The history shape: {"seq", "at", "type", ...} with only the fields the type uses.

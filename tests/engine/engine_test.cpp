@@ -57,7 +57,7 @@ struct Sim {
     actions = std::move(t.actions);
   }
   void start(json input = json::object()) {
-    take(saga::start(def, inst, "i-1", std::move(input), 1000u, now));
+    take(saga::start(def, inst, "i-1", std::move(input), Caller{1000, 1000}, now));
   }
   void result(const std::string& step, Outcome outcome, Phase phase = Phase::run,
               std::string error = "boom") {
@@ -237,7 +237,7 @@ TEST_CASE("halt parks the instance as failed; retry resumes at the failed step")
   CHECK(sim.inst.state == InstanceState::failed);
   CHECK(sim.step("b").run.attempts == 2);
 
-  auto t = retry(sim.def, sim.inst, std::nullopt, nullptr, 7u, sim.now);
+  auto t = retry(sim.def, sim.inst, std::nullopt, nullptr, Caller{7, 7}, sim.now);
   REQUIRE(t.has_value());
   sim.take(std::move(*t));
   CHECK(sim.inst.state == InstanceState::running);
@@ -262,7 +262,7 @@ TEST_CASE("retry --from re-runs the step and its downstream with new input") {
   sim.result("b", Outcome::ok);
   sim.result("c", Outcome::fail);
   CHECK(sim.inst.state == InstanceState::failed);
-  auto t = retry(sim.def, sim.inst, std::string("b"), json{{"n", 2}}, 7u, sim.now);
+  auto t = retry(sim.def, sim.inst, std::string("b"), json{{"n", 2}}, Caller{7, 7}, sim.now);
   REQUIRE(t.has_value());
   sim.take(std::move(*t));
   CHECK(sim.inst.input == json{{"n", 2}});
@@ -327,9 +327,11 @@ TEST_CASE("cancel stops running attempts and compensates what finished, even lat
   sim.start();
   sim.result("a", Outcome::ok);
   CHECK(sim.dispatched() == V{"b"});
-  auto t = cancel(sim.def, sim.inst, "customer asked", 42u, sim.now);
+  auto t = cancel(sim.def, sim.inst, "customer asked", Caller{42, 1042}, sim.now);
   REQUIRE(t.has_value());
   sim.take(std::move(*t));
+  CHECK(sim.history.back().uid == 42u);
+  CHECK(sim.history.back().gid == 1042u);
   CHECK(sim.inst.state == InstanceState::compensating);
   CHECK(sim.inst.cause == "cancelled");
   REQUIRE(sim.actions.size() == 1);
@@ -393,7 +395,7 @@ TEST_CASE("a retried instance gets its timeout afresh, live and after recovery a
   sim.take(on_deadline(sim.def, sim.inst, sim.now));
   CHECK(sim.inst.state == InstanceState::failed);
 
-  auto t = retry(sim.def, sim.inst, std::nullopt, json(), 7u, sim.now);
+  auto t = retry(sim.def, sim.inst, std::nullopt, json(), Caller{7, 7}, sim.now);
   REQUIRE(t);
   sim.take(std::move(*t));
   REQUIRE(sim.inst.deadline);

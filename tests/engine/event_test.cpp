@@ -48,7 +48,9 @@ TEST_CASE("event_from_json_text reads what the journal writes", "[event]") {
   started.input = json::parse(R"({"a": [1, -2.5, "}]\"", {"b": null}], "c": true, "d": {}})");
   started.deadline = *parse_rfc3339("2026-11-24T00:00:00Z");
   started.uid = 4000000000u;
+  started.gid = 4000000001u;
   back = event_from_json_text(event_json_text(started));
+  CHECK(back.gid == 4000000001u);
   CHECK(event_json_text(back) == event_json_text(started));
   CHECK(back.input == started.input);
 }
@@ -64,7 +66,7 @@ TEST_CASE("event_from_json_text reads every text as event_from_json does", "[eve
       R"({"seq":4,"at":"2026-11-23T10:55:18.321Z","type":"step_succeeded","step":"s","output":null})",
       R"({"seq":4,"at":"2026-11-23T10:55:18.321Z","type":"step_succeeded","step":"s","output":[]})",
       R"( { "seq" : 5 , "at" : "2026-11-23T10:55:18+02:00" , "type" : "instance_completed" } )",
-      R"({"seq":5,"at":"2026-11-23T10:55:18Z","type":"instance_compensating","cause":"cancelled","reason":"by \u00e9 hand","uid":7})",
+      R"({"seq":5,"at":"2026-11-23T10:55:18Z","type":"instance_compensating","cause":"cancelled","reason":"by \u00e9 hand","uid":7,"gid":100})",
       R"({"seq":5,"at":"2026-11-23T10:55:18Z","type":"instance_failed","step":"s","error":"caf\u00e9 ü"})",
       R"({"seq":5,"at":"2026-11-23T10:55:18Z","type":"instance_failed","step":"s","error":"a\nb\/c\bd\fe\rf\tg"})",
       R"({"seq":5,"se\u0071":6,"at":"2026-11-23T10:55:18Z","type":"instance_completed"})",

@@ -86,6 +86,9 @@ steps:
     assert len(events(doc, "step_started", "before")) == 1
     retried = events(doc, "instance_retried")
     assert len(retried) == 2 and retried[0]["uid"] == os.getuid()
+    assert retried[0]["gid"] == os.getgid()
+    started = events(doc, "instance_started")[0]
+    assert (started["uid"], started["gid"]) == (os.getuid(), os.getgid())
 
 
 def test_each_step_keeps_the_output_its_step_type_returned(daemon):
