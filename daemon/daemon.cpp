@@ -302,6 +302,7 @@ class Daemon final : private ScheduleHost {
   std::string secrets_dir_;
   uint64_t id_counter_ = std::random_device{}();
   std::set<std::pair<std::string, std::string>> logged_load_errors_;  // file, error
+  std::map<std::string, std::string> file_versions_;  // as journaled: file -> version it serves
   std::map<std::string, WorkflowStats> stats_;
   std::unordered_map<uint64_t, Waiter> awaiting_durable_;
   uint64_t next_await_token_ = 0;
@@ -412,6 +413,18 @@ void Daemon::reload_workflows(bool log_every_error) {
     current.insert(std::move(key));
   }
   logged_load_errors_ = std::move(current);
+  // What each file serves, for after a restart: a file that fails to load then keeps serving it.
+  auto serving = workflows_->file_versions();
+  for (const auto& [path, version] : serving) {
+    if (auto was = file_versions_.find(path);
+        was == file_versions_.end() || was->second != version) {
+      writer_->submit_file_version(path, version);
+    }
+  }
+  for (const auto& [path, version] : file_versions_) {
+    if (!serving.contains(path)) writer_->submit_file_version(path, std::nullopt);
+  }
+  file_versions_ = std::move(serving);
   sync_schedules();
 }
 
@@ -1689,11 +1702,24 @@ int Daemon::run() {
   notifier_ = std::make_unique<SystemdNotifier>(&loop_, [this] { return service_status(); });
 
   load_plugins();
+  if (auto kept = journal_->load_file_versions()) {
+    file_versions_ = std::move(*kept);
+  } else {
+    spdlog::error("{}; a workflow file that fails to load now serves nothing",
+                  kept.error().message);
+  }
   workflows_ = std::make_unique<WorkflowRegistry>(
       [this](const std::string& uses) -> std::optional<StepSchema> {
         const StepTypeInfo* info = plugins_.find(uses);
         if (!info) return std::nullopt;
         return schema_of(*info);
+      },
+      [this](const std::string& path) -> std::optional<WorkflowRegistry::Kept> {
+        auto version = file_versions_.find(path);
+        if (version == file_versions_.end()) return std::nullopt;
+        auto source = journal_->load_definition(version->second);
+        if (!source || !*source) return std::nullopt;
+        return WorkflowRegistry::Kept{version->second, std::move(**source)};
       });
   reload_workflows(/*log_every_error=*/true);
   recover_instances();

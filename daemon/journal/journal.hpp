@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,6 +42,9 @@ struct CommitBatch {
   // Schedule bookkeeping (the scheduler's records: last fire, pause): key -> JSON record, or
   // nullopt to delete the key.
   std::vector<std::pair<std::string, std::optional<std::string>>> schedules;
+  // Workflow file path -> the version it last loaded as (a key of `definitions`), or nullopt
+  // once the file is gone: what a file that fails to load after a restart keeps serving.
+  std::vector<std::pair<std::string, std::optional<std::string>>> file_versions;
 };
 
 struct ListFilter {
@@ -88,6 +92,8 @@ class Journal {
   virtual Result<void> remove(const std::string& id, TimePoint created_at) = 0;
   // Every schedule record (key, JSON), in key order.
   virtual Result<std::vector<std::pair<std::string, std::string>>> load_schedules() = 0;
+  // Every workflow file's last good version (see CommitBatch::file_versions), by path.
+  virtual Result<std::map<std::string, std::string>> load_file_versions() = 0;
 };
 
 enum class Durability { sync, async };

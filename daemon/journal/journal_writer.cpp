@@ -48,6 +48,14 @@ void JournalWriter::submit_definition(std::string version, std::string source) {
   cv_.notify_one();
 }
 
+void JournalWriter::submit_file_version(std::string path, std::optional<std::string> version) {
+  {
+    std::lock_guard lock(mu_);
+    pending_.file_versions.emplace_back(std::move(path), std::move(version));
+  }
+  cv_.notify_one();
+}
+
 void JournalWriter::submit_schedule(std::string key, std::optional<std::string> record,
                                     std::function<void()> on_durable) {
   {
@@ -78,12 +86,8 @@ void JournalWriter::run() {
     }
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [this] {
-        return stopping_ || !pending_.instances.empty() || !pending_.definitions.empty() ||
-               !pending_.schedules.empty();
-      });
-      if (pending_.instances.empty() && pending_.definitions.empty() &&
-          pending_.schedules.empty()) {
+      cv_.wait(lock, [this] { return stopping_ || !idle(); });
+      if (idle()) {
         return;  // stopping
       }
       batch = std::move(pending_);
@@ -122,6 +126,11 @@ void JournalWriter::run() {
     durable.writes_ = std::move(batch.instances);
     deliver_(std::move(durable), std::nullopt);
   }
+}
+
+bool JournalWriter::idle() const {
+  return pending_.instances.empty() && pending_.definitions.empty() && pending_.schedules.empty() &&
+         pending_.file_versions.empty();
 }
 
 void JournalWriter::stop() {

@@ -62,6 +62,8 @@ class JournalWriter {
   // Any thread. `on_durable` is delivered once the write is durable, never if it fails.
   void submit(InstanceWrite write, OnDurable on_durable);
   void submit_definition(std::string version, std::string source);
+  // The version a workflow file last loaded as; nullopt once the file is gone.
+  void submit_file_version(std::string path, std::optional<std::string> version);
   // A schedule record (nullopt deletes it); `on_durable` may be null.
   void submit_schedule(std::string key, std::optional<std::string> record,
                        std::function<void()> on_durable);
@@ -71,6 +73,7 @@ class JournalWriter {
 
  private:
   void run();
+  bool idle() const;  // nothing pending; under mu_
 
   Journal& journal_;
   Deliver deliver_;

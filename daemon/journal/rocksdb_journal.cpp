@@ -32,6 +32,8 @@ namespace {
 constexpr std::string_view kFormatVersion = "2";
 constexpr std::string_view kOlderFormat = "1";
 constexpr std::string_view kFormatKey = "format_version";
+// Beside the versions (16 hex digits) in the definitions column family.
+constexpr std::string_view kFileVersionPrefix = "file:";
 
 // Index into RocksDbJournal::cfs_; kCfNames gives the column family of each.
 enum Cf : size_t {
@@ -42,7 +44,7 @@ enum Cf : size_t {
   kByCreated,    // be64(created ms) id -> "", for list() and expired()
   kIndex,        // id -> be64(created ms): earlier versions wrote it for remove(), which is
                  // now given the creation time; still deleted with its instance
-  kDefinitions,  // version -> YAML
+  kDefinitions,  // version -> YAML; "file:" + path -> the version that file last loaded as
   kMeta,         // format_version -> "2"
   // Added within format 1: an older sagad opens a journal with it and leaves it alone, and a
   // journal without it gets it when opened.
@@ -375,6 +377,13 @@ class RocksDbJournal final : public Journal {
     }
     Batch wb(cfs_);
     for (const auto& [version, source] : batch.definitions) wb.put(kDefinitions, version, source);
+    for (const auto& [path, version] : batch.file_versions) {
+      if (version) {
+        wb.put(kDefinitions, std::string(kFileVersionPrefix) + path, *version);
+      } else {
+        wb.del(kDefinitions, std::string(kFileVersionPrefix) + path);
+      }
+    }
     for (const auto& [key, record] : batch.schedules) {
       if (record) {
         wb.put(kSchedules, key, *record);
@@ -519,6 +528,19 @@ class RocksDbJournal final : public Journal {
 
   Result<std::optional<std::string>> load_definition(const std::string& version) override {
     return get(rocksdb::ReadOptions(), kDefinitions, version);
+  }
+
+  Result<std::map<std::string, std::string>> load_file_versions() override {
+    std::map<std::string, std::string> versions;
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), cfs_[kDefinitions]));
+    for (it->Seek(kFileVersionPrefix); it->Valid() && it->key().starts_with(kFileVersionPrefix);
+         it->Next()) {
+      versions.emplace(it->key().ToString().substr(kFileVersionPrefix.size()),
+                       it->value().ToString());
+    }
+    if (!it->status().ok()) return storage_error(dir_, "reading workflow files", it->status());
+    return versions;
   }
 
   Result<std::vector<ExpiredInstance>> expired(TimePoint cutoff, size_t limit) override {

@@ -70,6 +70,7 @@ std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
         fresh.push_back(def);
       }
     } else {
+      if (!entry.good && last_good_) entry.good = restore(path);
       std::string message = loaded.error().message;
       if (entry.good) {
         message += "\n" + path + ": still serving the last good version " + entry.good->version;
@@ -99,6 +100,27 @@ std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
   }
   name_file_ = std::move(name_file);
   return fresh;
+}
+
+DefinitionPtr WorkflowRegistry::restore(const std::string& path) {
+  auto kept = last_good_(path);
+  if (!kept) return nullptr;
+  if (auto known = find_version(kept->version)) return known;
+  // Checked when it loaded; run as it was, like a version an instance is pinned to.
+  auto loaded = load_workflow(kept->source, path, nullptr, /*journaled=*/true);
+  if (!loaded) return nullptr;
+  auto def = std::make_shared<Definition>(std::move(*loaded));
+  def->version = kept->version;
+  by_version_[def->version] = def;
+  return def;
+}
+
+std::map<std::string, std::string> WorkflowRegistry::file_versions() const {
+  std::map<std::string, std::string> out;
+  for (const auto& [path, entry] : files_) {
+    if (entry.good) out.emplace(path, entry.good->version);
+  }
+  return out;
 }
 
 DefinitionPtr WorkflowRegistry::find(const std::string& name) const {

@@ -3,6 +3,7 @@
 // Loop thread only.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -21,10 +22,20 @@ struct LoadError {
 
 class WorkflowRegistry {
  public:
-  explicit WorkflowRegistry(StepSchemaLookup lookup) : lookup_(std::move(lookup)) {}
+  // The version (and its source) a workflow file last loaded as, from before this process.
+  struct Kept {
+    std::string version;
+    std::string source;
+  };
+  using LastGood = std::function<std::optional<Kept>(const std::string& path)>;
+
+  // `last_good` gives a file that fails at its first load here the version to keep serving.
+  explicit WorkflowRegistry(StepSchemaLookup lookup, LastGood last_good = nullptr)
+      : lookup_(std::move(lookup)), last_good_(std::move(last_good)) {}
 
   // Rescans `dir` (*.yaml, *.yml). A file that fails validation keeps its last good version
-  // serving; a deleted file's workflow stops being startable. Returns the definitions that are
+  // serving (after a restart, the one `last_good` gives); a deleted file's workflow stops being
+  // startable. Returns the definitions that are
   // new since the last scan (versions never seen before), for journaling.
   std::vector<DefinitionPtr> reload(const std::string& dir);
 
@@ -38,6 +49,8 @@ class WorkflowRegistry {
   const std::string& adopt_error() const { return adopt_error_; }
 
   std::vector<DefinitionPtr> current() const;
+  // Every workflow file with a version to serve, and that version.
+  std::map<std::string, std::string> file_versions() const;
   // Whether workflow `name`, which is not current, may be defined by a file that failed to load
   // with no good version to serve (as after a restart): one that names it, or one whose name
   // cannot be read.
@@ -45,10 +58,13 @@ class WorkflowRegistry {
   const std::vector<LoadError>& errors() const { return errors_; }
 
  private:
+  DefinitionPtr restore(const std::string& path);
+
   struct FileEntry {
     DefinitionPtr good;
   };
   StepSchemaLookup lookup_;
+  LastGood last_good_;
   std::map<std::string, FileEntry> files_;           // path -> last good
   std::map<std::string, DefinitionPtr> by_name_;     // current
   std::map<std::string, std::string> name_file_;     // current: name -> the file serving it

@@ -1,6 +1,7 @@
 """Schedules end to end: a real sagad with an every-second cron schedule."""
 import datetime
 import json
+import os
 import re
 import time
 
@@ -148,12 +149,28 @@ def test_editing_and_removing_a_schedule_takes_effect_on_reload(daemon):
 
 
 def test_a_file_broken_across_a_restart_keeps_its_schedule_where_it_was(daemon):
+    broken = TICK.replace("catchup: latest", "catchup: latest\n    retyr: 1")
     daemon.add_workflow("tick.yaml", TICK)
     daemon.start()
     wait_until(lambda: schedules(daemon)[0]["started"] >= 4)
+    code, listing = daemon.ctl_json("workflows")
+    version = listing["workflows"][0]["version"]
     daemon.stop()
-    # Broken while sagad was down: there is no good version to serve after the restart.
-    daemon.add_workflow("tick.yaml", TICK.replace("catchup: latest", "catchup: latest\n    retyr: 1"))
+    # Broken while sagad was down: the file's last good version, from the journal, serves on,
+    # its schedule included.
+    daemon.add_workflow("tick.yaml", broken)
+    daemon.start()
+    code, listing = daemon.ctl_json("workflows")
+    assert [w["version"] for w in listing["workflows"]] == [version], listing
+    assert listing["errors"][0]["error"].endswith(
+        f"tick.yaml: still serving the last good version {version}"), listing
+    count = len(fires(daemon))
+    wait_until(lambda: schedules(daemon)[0]["loaded"] and len(fires(daemon)) > count)
+    assert fires(daemon)[-1]["version"] == version
+    daemon.stop()
+
+    # Moved to another file while sagad was down: no version is known for it after the restart.
+    os.rename(os.path.join(daemon.workflows, "tick.yaml"), os.path.join(daemon.workflows, "tock.yaml"))
     daemon.start()
     count = len(fires(daemon))
     assert count >= 4
@@ -166,7 +183,7 @@ def test_a_file_broken_across_a_restart_keeps_its_schedule_where_it_was(daemon):
     assert len(fires(daemon)) == count
     # Fixed: the schedule goes on from its journaled record instead of starting over, and catches
     # up under its policy (latest: one start) on what it missed.
-    daemon.add_workflow("tick.yaml", TICK)
+    daemon.add_workflow("tock.yaml", TICK)
     s = wait_until(lambda: (lambda l: l[0] if l[0]["loaded"] else None)(schedules(daemon)))
     assert s["started"] >= count + 1, s
     assert s["skipped_catchup"] >= 1, daemon.log()

@@ -476,6 +476,27 @@ TEST_CASE("definitions round-trip and survive a reopen") {
   CHECK_FALSE(j->load_definition("v3")->has_value());
 }
 
+TEST_CASE("workflow files' last good versions are kept apart from the definitions") {
+  TempDir dir;
+  {
+    auto j = open_ok(dir.path);
+    CommitBatch b;
+    b.definitions.emplace_back("0123456789abcdef", "name: wf\nsteps: []\n");
+    b.file_versions.emplace_back("/etc/saga/workflows/wf.yaml", "0123456789abcdef");
+    b.file_versions.emplace_back("/etc/saga/workflows/gone.yaml", "fedcba9876543210");
+    commit_ok(*j, b);
+    CommitBatch forget;
+    forget.file_versions.emplace_back("/etc/saga/workflows/gone.yaml", std::nullopt);
+    commit_ok(*j, forget);
+  }
+  auto j = open_ok(dir.path);
+  auto versions = j->load_file_versions();
+  REQUIRE(versions);
+  CHECK(*versions ==
+        std::map<std::string, std::string>{{"/etc/saga/workflows/wf.yaml", "0123456789abcdef"}});
+  CHECK(j->load_definition("0123456789abcdef")->value() == "name: wf\nsteps: []\n");
+}
+
 TEST_CASE("schedule records commit with an instance, delete, and survive a reopen") {
   TempDir dir;
   {

@@ -47,6 +47,9 @@ class SlowJournal : public Journal {
   Result<std::vector<std::pair<std::string, std::string>>> load_schedules() override {
     return std::vector<std::pair<std::string, std::string>>{};
   }
+  Result<std::map<std::string, std::string>> load_file_versions() override {
+    return std::map<std::string, std::string>{};
+  }
 
   std::mutex mu;
   bool fail = false;

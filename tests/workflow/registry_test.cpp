@@ -127,3 +127,40 @@ TEST_CASE("a second file with a workflow's name never takes the workflow over", 
   REQUIRE(registry.find("pair"));
   CHECK(registry.find("pair")->steps[0].name == "first");
 }
+
+TEST_CASE("a file that fails at its first load serves the version it last loaded as",
+          "[registry]") {
+  Dir dir;
+  std::map<std::string, WorkflowRegistry::Kept> journaled;
+  WorkflowRegistry first(nullptr);
+  dir.write("wf.yaml", kGood);
+  first.reload(dir.path);
+  const auto versions = first.file_versions();
+  REQUIRE(versions.size() == 1);
+  const std::string version = versions.at(dir.path + "/wf.yaml");
+  journaled[dir.path + "/wf.yaml"] = {version, kGood};
+
+  // As after a restart: a new registry, the file broken meanwhile.
+  dir.write("wf.yaml", kBroken);
+  WorkflowRegistry after(nullptr, [&](const std::string& path) {
+    auto it = journaled.find(path);
+    return it == journaled.end() ? std::nullopt
+                                 : std::optional<WorkflowRegistry::Kept>(it->second);
+  });
+  auto fresh = after.reload(dir.path);
+  CHECK(fresh.empty());  // in the journal already
+  REQUIRE(after.find("wf"));
+  CHECK(after.find("wf")->version == version);
+  CHECK(after.find("wf")->file == dir.path + "/wf.yaml");
+  REQUIRE(after.errors().size() == 1);
+  CHECK(after.errors()[0].error.ends_with("wf.yaml: still serving the last good version " +
+                                          version));
+  CHECK(!after.may_define("wf"));
+  CHECK(after.file_versions() == versions);
+
+  // A file with nothing journaled for it is not loaded, as before.
+  dir.write("new.yaml", "name: fresh\nsteps:\n  - {name: a, uses: noop, retyr: 1}\n");
+  after.reload(dir.path);
+  CHECK(after.find("fresh") == nullptr);
+  CHECK(after.may_define("fresh"));
+}
