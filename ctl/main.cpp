@@ -573,6 +573,7 @@ int main(int argc, char** argv) {
     }
     if (!id.empty()) params["id"] = id;
     rc = call(o, "start", params, result);
+    o.now = saga::now_ms();  // --wait may have taken a while: times read from when it printed
     if (rc == kOk) {
       if (wait && result.contains("instance") &&
           result["instance"].value("state", "") != "completed") {

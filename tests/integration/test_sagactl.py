@@ -753,3 +753,13 @@ def test_a_second_watch_on_a_connection_replaces_the_first(daemon):
             if event["type"] == "instance_completed":
                 break
     assert seqs == sorted(set(seqs)), seqs
+
+
+def test_start_wait_shows_times_relative_to_when_it_prints(daemon):
+    daemon.add_workflow("nap.yaml", "name: nap\nsteps:\n  - {name: a, uses: testing.sleep, with: {ms: 2500}}\n")
+    daemon.start()
+    r = daemon.ctl("start", "nap", "--wait")
+    assert r.returncode == 0, r.stderr
+    updated = [l for l in r.stdout.splitlines() if l.startswith("updated:")]
+    assert updated and updated[0].endswith("(now)"), r.stdout
+    assert "(in " not in r.stdout, r.stdout
