@@ -134,12 +134,21 @@ std::expected<std::vector<std::string>, std::string> parse_argv(const json& para
     return std::unexpected("`argv` must be a non-empty array of strings");
   }
   std::vector<std::string> argv;
+  // A number or boolean, as a template of a number renders, is passed as its text, as in `env`.
   for (const json& arg : *it) {
-    if (!arg.is_string()) return std::unexpected("`argv` must be a non-empty array of strings");
-    std::string s = arg.get<std::string>();
-    if (s.find('\0') != std::string::npos) {
-      return std::unexpected("`argv` entries cannot contain NUL bytes");
+    const std::string at = "`argv[" + std::to_string(argv.size()) + "]`";
+    std::string s;
+    if (arg.is_string()) {
+      s = arg.get<std::string>();
+    } else if (arg.is_number() || arg.is_boolean()) {
+      s = arg.dump();
+    } else {
+      return std::unexpected(at + " must be a string, number or boolean, not " +
+                             (arg.is_null()    ? "null"
+                              : arg.is_array() ? "a list"
+                                               : "a mapping"));
     }
+    if (s.find('\0') != std::string::npos) return std::unexpected(at + " cannot contain NUL bytes");
     argv.push_back(std::move(s));
   }
   return argv;
@@ -562,7 +571,8 @@ std::vector<saga::Param> exec_params() {
   using saga::ParamType;
   return {
       {"argv", ParamType::array, true, nullptr,
-       "The program and its arguments; no shell is involved, argv[0] is looked up in PATH"},
+       "The program and its arguments (numbers and booleans pass as text); no shell is involved, "
+       "argv[0] is looked up in PATH"},
       {"env", ParamType::object, false, nullptr,
        "Variables added to sagad's environment; SAGA_* variables cannot be overridden"},
       {"cwd", ParamType::string, false, nullptr,

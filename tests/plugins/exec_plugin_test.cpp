@@ -259,11 +259,20 @@ TEST_CASE("exec: mistakes in the workflow fail for good", "[exec]") {
     CHECK_THAT(r.data, Catch::Contains("saga-no-such-program"));
   }
   SECTION("bad argv") {
-    for (const json& argv : {json(nullptr), json::array(), json({"ls", 1}), json("ls")}) {
+    for (const json& argv : {json(nullptr), json::array(), json("ls")}) {
       const Outcome r = run({{"argv", argv}});
       REQUIRE(r.outcome == SAGA_OUTCOME_FAIL);
       CHECK_THAT(r.data, Catch::Contains("argv"));
     }
+    const Outcome r = run({{"argv", json::array({"ls", "-l", json::object()})}});
+    REQUIRE(r.outcome == SAGA_OUTCOME_FAIL);
+    CHECK_THAT(r.data, Catch::Contains("`argv[2]` must be a string, number or boolean, not a "
+                                       "mapping"));
+  }
+  SECTION("numbers and booleans in argv are passed as their text") {
+    const Outcome r = run({{"argv", json::array({"printf", "{\"n\": %s, \"b\": %s}", 2.5, true})}});
+    REQUIRE(r.outcome == SAGA_OUTCOME_OK);
+    CHECK(json::parse(r.data) == json{{"n", 2.5}, {"b", true}});
   }
   SECTION("bad env") {
     const Outcome r = run({{"argv", {"true"}}, {"env", {{"A=B", "x"}}}});
