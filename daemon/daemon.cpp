@@ -69,6 +69,7 @@ struct RunningAttempt {
   // For a step with a timeout: when a worker began the attempt (Unix ms; 0 while it waits for
   // one). The timeout counts from then.
   std::shared_ptr<std::atomic<int64_t>> began_ms;
+  bool timed_out = false;  // told to stop by its timeout; what it returns but success is that
 };
 
 struct Waiter {
@@ -860,14 +861,31 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   }
 }
 
-void Daemon::on_attempt_done(const std::string& id, const AttemptResult& r) {
+void Daemon::on_attempt_done(const std::string& id, const AttemptResult& result) {
   Live* live = find_live(id);
   if (!live) return;
+  bool timed_out = false;
   std::erase_if(live->running, [&](const RunningAttempt& a) {
-    if (a.step != r.step || a.phase != r.phase || a.attempt != r.attempt) return false;
+    if (a.step != result.step || a.phase != result.phase || a.attempt != result.attempt) {
+      return false;
+    }
+    timed_out = a.timed_out;
     if (a.timeout) timers_.erase(*a.timeout);
     return true;
   });
+  AttemptResult timed_out_result;
+  if (timed_out && result.outcome != Outcome::ok) {
+    // However the attempt ended once told to stop (a transient "cancelled", or a signal of
+    // exec's), it timed out: a transient failure.
+    timed_out_result = {
+        result.step,
+        result.phase,
+        result.attempt,
+        Outcome::retry,
+        nullptr,
+        "attempt timed out after " + format_duration(*live->def->steps[result.step].timeout)};
+  }
+  const AttemptResult& r = timed_out && result.outcome != Outcome::ok ? timed_out_result : result;
   if (is_terminal(live->inst.state) && live->running.empty()) {
     // A late result of an abandoned attempt: the instance has ended and can leave memory.
     if (live->deadline) timers_.erase(*live->deadline);
@@ -1015,6 +1033,17 @@ void Daemon::handle_timer(const TimerEntry& e, TimePoint now) {
       });
       if (it == live->running.end()) break;
       const Millis timeout = *live->def->steps[e.step].timeout;
+      if (it->timed_out) {
+        // Told to stop a grace period ago and running still: abandoned, so that the step goes
+        // on; what it returns later is ignored.
+        it->timed_out = false;
+        it->timeout.reset();
+        on_attempt_done(e.id, {e.step, e.phase, e.attempt, Outcome::retry, nullptr,
+                               "attempt timed out after " + format_duration(timeout) +
+                                   " and did not stop within " + format_duration(config_.grace) +
+                                   "; abandoned"});
+        break;
+      }
       // The attempt waited for a worker: its time counts from when one took it up.
       const int64_t began = it->began_ms ? it->began_ms->load() : 0;
       const TimePoint due = began == 0 ? now + timeout : from_unix_ms(began) + timeout;
@@ -1023,11 +1052,12 @@ void Daemon::handle_timer(const TimerEntry& e, TimePoint now) {
             add_timer(due, {e.id, TimerKind::attempt_timeout, e.step, e.phase, e.attempt});
         break;
       }
+      // The next attempt waits for this one to stop (on_attempt_done), so that two attempts of
+      // a step do not run at once, unless this one ignores being told for the grace period.
       it->cancel->store(true);
-      it->timeout.reset();
-      const auto& sd = live->def->steps[e.step];
-      on_attempt_done(e.id, {e.step, e.phase, e.attempt, Outcome::retry, nullptr,
-                             "attempt timed out after " + format_duration(*sd.timeout)});
+      it->timed_out = true;
+      it->timeout = add_timer(now + config_.grace,
+                              {e.id, TimerKind::attempt_timeout, e.step, e.phase, e.attempt});
       break;
     }
     case TimerKind::schedule:

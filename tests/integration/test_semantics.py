@@ -262,6 +262,45 @@ steps:
     assert "timed out" in step["error"]
 
 
+def test_the_next_attempt_waits_for_a_timed_out_one_to_stop(daemon, tmp_path):
+    # Stops 0.4s after it is told to: the retry starts only once it has.
+    script = tmp_path / "slow-to-stop.sh"
+    log = tmp_path / "attempts.log"
+    script.write_text(f"""#!/bin/bash
+echo "begin $SAGA_ATTEMPT" >> {log}
+trap 'sleep 0.4; echo "end $SAGA_ATTEMPT" >> {log}; exit 1' TERM
+sleep 30 & wait
+""")
+    script.chmod(0o755)
+    daemon.add_workflow("slow-to-stop.yaml", f"""
+name: slow-to-stop
+steps:
+  - name: work
+    uses: exec
+    with: {{argv: ["{script}"]}}
+    timeout: 1s
+    retry: {{max_attempts: 2, initial_interval: 10ms}}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "slow-to-stop", "--wait")
+    assert code == 1 and out["instance"]["state"] == "failed", out
+    step = out["instance"]["steps"][0]
+    assert step["attempts"] == 2
+    assert step["error"] == "attempt timed out after 1s"
+    assert log.read_text().split("\n")[:3] == ["begin 1", "end 1", "begin 2"], log.read_text()
+
+    # An attempt that takes longer than --grace to stop is abandoned, and the step goes on.
+    daemon.stop()
+    daemon.extra_args = ["--grace", "100ms"]
+    daemon.start()
+    code, out = daemon.ctl_json("start", "slow-to-stop", "--wait")
+    assert code == 1 and out["instance"]["state"] == "failed", out
+    doc = daemon.inspect(out["id"], history=True)
+    first = [e for e in events(doc, "step_failed", "work") if e["attempt"] == 1]
+    assert first[0]["error"] == ("attempt timed out after 1s and did not stop within 100ms; "
+                                 "abandoned")
+
+
 def test_missing_template_path_fails_the_step_for_good(daemon):
     daemon.add_workflow("tmpl.yaml", """
 name: tmpl
