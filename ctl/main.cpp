@@ -13,6 +13,7 @@
 #include <iostream>
 #include <map>
 #include <saga/json_depth.hpp>
+#include <set>
 #include <sstream>
 
 #include "control/client.hpp"
@@ -361,8 +362,8 @@ int validate(const Options& o, const std::vector<std::string>& files,
     for (auto it = std::filesystem::directory_iterator(file, ec);
          !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
       auto ext = it->path().extension();
-      std::error_code file_ec;
-      if ((ext == ".yaml" || ext == ".yml") && !it->is_directory(file_ec)) {
+      std::error_code file_ec;  // a FIFO or a dangling link is skipped, as sagad skips it
+      if ((ext == ".yaml" || ext == ".yml") && it->is_regular_file(file_ec)) {
         in_dir.push_back(it->path().string());
       }
     }
@@ -373,6 +374,9 @@ int validate(const Options& o, const std::vector<std::string>& files,
     std::sort(in_dir.begin(), in_dir.end());
     paths.insert(paths.end(), in_dir.begin(), in_dir.end());
   }
+  // A file named twice (itself and its directory) is validated once.
+  std::set<std::string> seen;
+  std::erase_if(paths, [&](const std::string& p) { return !seen.insert(p).second; });
   json files_json = json::array();
   int rc = kOk;
   std::map<std::string, std::string> name_file;  // as sagad refuses a second file with a name

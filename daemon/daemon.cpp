@@ -88,6 +88,7 @@ struct Live {
   // they are told it exists once it does.
   std::vector<uint64_t> existing_acks;
   bool created_durable = false;
+  uint64_t durable_seq = 0;  // the last event of it known to be in the journal
   std::optional<Timers::iterator> deadline;
   // The state its journal record was last written in (see InstanceWrite::state).
   InstanceState recorded = InstanceState::running;
@@ -220,7 +221,7 @@ class Daemon final : private ScheduleHost {
   // Transitions.
   void commit(Live& live, Transition&& t, bool created, std::function<void()> after = nullptr);
   void on_durable(const std::string& id, const std::vector<Action>& actions, bool settled,
-                  const std::string& state);
+                  const std::string& state, uint64_t last_seq);
   void perform(Live& live, const Action& action);
   void dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt);
   void on_attempt_done(const std::string& id, const AttemptResult& result);
@@ -415,6 +416,8 @@ void Daemon::reload_workflows(bool log_every_error) {
   }
   logged_load_errors_ = std::move(current);
   // What each file serves, for after a restart: a file that fails to load then keeps serving it.
+  // A directory that could not be read says nothing about its files.
+  if (!workflows_->scanned()) return sync_schedules();
   auto serving = workflows_->file_versions();
   for (const auto& [path, version] : serving) {
     if (auto was = file_versions_.find(path);
@@ -521,6 +524,7 @@ void Daemon::recover_instances() {
       // replayed.
       ref.recorded = ref.inst.state;
       ref.created_durable = true;
+      ref.durable_seq = ref.inst.seq;
       commit(ref, recover(*ref.def, ref.inst, now_ms()), false);
       ++resumed;
     }
@@ -618,14 +622,16 @@ void Daemon::commit(Live& live, Transition&& t, bool created, std::function<void
                                  after = std::move(after)](InstanceWrite& written) {
     publish(written.id, written.workflow, written.events);
     if (after) after();
-    on_durable(written.id, actions, settled, written.state);
+    on_durable(written.id, actions, settled, written.state,
+               written.events.empty() ? 0 : written.events.back().first);
   });
 }
 
 void Daemon::on_durable(const std::string& id, const std::vector<Action>& actions, bool settled,
-                        const std::string& state) {
+                        const std::string& state, uint64_t last_seq) {
   Live* live = find_live(id);
   if (!live) return;
+  if (last_seq != 0) live->durable_seq = last_seq;
   if (!live->created_durable) {
     live->created_durable = true;
     for (uint64_t token : live->existing_acks) {
@@ -1066,7 +1072,8 @@ void Daemon::handle_timer(const TimerEntry& e, TimePoint now) {
       // Only the attempts that were told to stop: a compensation that started since runs on.
       auto running = live->running;
       for (const auto& a : running) {
-        if (!a.cancel->load()) continue;
+        // One that timed out meanwhile has a grace period of its own (attempt_timeout).
+        if (!a.cancel->load() || a.timed_out) continue;
         on_attempt_done(e.id, {a.step, a.phase, a.attempt, Outcome::fail, nullptr,
                                "abandoned: the attempt did not stop within " +
                                    format_duration(config_.grace) + " of the cancel"});
@@ -1162,7 +1169,8 @@ void Daemon::handle_start(ControlServer::Call& call) {
     };
     if (Live* live = find_live(*id)) {
       if (live->def->name != *workflow) return other_workflow(live->def->name);
-      if (wait && !is_settled(live->inst.state)) {
+      // Answered once it has settled in the journal, not only in memory.
+      if (wait && !(is_settled(live->inst.state) && live->durable_seq == live->inst.seq)) {
         live->waiters.push_back({call.conn, call.id, /*existing=*/true});
         return;
       }
@@ -1286,7 +1294,9 @@ void Daemon::handle_retry_or_cancel(ControlServer::Call& call, bool is_retry) {
     auto from = string_param(p, "from");
     if (from == "\x01") return reply_invalid(call, "\"from\" must be a step name");
     json input = p.value("input", json());
-    if (input.is_object()) {  // the engine refuses another kind
+    // Only a failed instance takes new input; the engine names the state of another, and
+    // refuses input that is not an object.
+    if (input.is_object() && live->inst.state == InstanceState::failed) {
       if (auto missing = missing_input(*live->def, input)) return reply_invalid(call, *missing);
     }
     t = retry(*live->def, live->inst, from, std::move(input), Caller{call.peer.uid, call.peer.gid},

@@ -47,9 +47,14 @@ std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
       unloaded_.emplace_back();
     }
   }
+  scanned_ = !ec;
   if (ec) {
-    errors_.push_back({dir, "cannot read workflows directory " + dir + ": " + ec.message()});
+    // Not a sign that the files are gone (a mount not there yet, a directory being swapped):
+    // what was served goes on being served.
+    errors_.push_back({dir, "cannot read workflows directory " + dir + ": " + ec.message() +
+                                "; still serving the workflows loaded before"});
     unloaded_.emplace_back();  // any workflow may be in there
+    return fresh;
   }
   std::sort(paths.begin(), paths.end());
 
@@ -83,12 +88,25 @@ std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
   // so that a copy of a file (a draft beside it) never takes over, whatever its name sorts as.
   // Among files new to the name, the first in order wins.
   std::map<std::string, std::string> name_file;
+  // The file that served a name: in this process, or before it, by the journal (last_good_ keeps
+  // only the files that served their name).
+  std::map<std::string, size_t> files_per_name;
+  for (const auto& path : paths) {
+    if (const DefinitionPtr& good = files_[path].good) ++files_per_name[good->name];
+  }
+  auto incumbent = [&](const std::string& path, const std::string& name) {
+    if (auto served = name_file_.find(name); served != name_file_.end()) {
+      return served->second == path;
+    }
+    if (!last_good_ || files_per_name[name] < 2) return false;
+    DefinitionPtr kept = restore(path);
+    return kept && kept->name == name;
+  };
   for (bool incumbents : {true, false}) {
     for (const auto& path : paths) {
       const DefinitionPtr& good = files_[path].good;
       if (!good) continue;
-      auto served = name_file_.find(good->name);
-      if (incumbents != (served != name_file_.end() && served->second == path)) continue;
+      if (incumbents != incumbent(path, good->name)) continue;
       if (auto other = name_file.find(good->name); other != name_file.end()) {
         errors_.push_back({path, path + ": workflow " + good->name + " is already defined in " +
                                      other->second + "; rename one of them"});
@@ -105,7 +123,12 @@ std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
 DefinitionPtr WorkflowRegistry::restore(const std::string& path) {
   auto kept = last_good_(path);
   if (!kept) return nullptr;
-  if (auto known = find_version(kept->version)) return known;
+  if (auto known = find_version(kept->version)) {
+    if (known->file == path) return known;
+    auto copy = std::make_shared<Definition>(*known);  // the same text, in this file
+    copy->file = path;
+    return copy;
+  }
   // Checked when it loaded; run as it was, like a version an instance is pinned to.
   auto loaded = load_workflow(kept->source, path, nullptr, /*journaled=*/true);
   if (!loaded) return nullptr;
@@ -117,9 +140,7 @@ DefinitionPtr WorkflowRegistry::restore(const std::string& path) {
 
 std::map<std::string, std::string> WorkflowRegistry::file_versions() const {
   std::map<std::string, std::string> out;
-  for (const auto& [path, entry] : files_) {
-    if (entry.good) out.emplace(path, entry.good->version);
-  }
+  for (const auto& [name, path] : name_file_) out.emplace(path, by_name_.at(name)->version);
   return out;
 }
 

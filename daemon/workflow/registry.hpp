@@ -49,8 +49,10 @@ class WorkflowRegistry {
   const std::string& adopt_error() const { return adopt_error_; }
 
   std::vector<DefinitionPtr> current() const;
-  // Every workflow file with a version to serve, and that version.
+  // Every workflow file that serves its workflow, and the version it serves.
   std::map<std::string, std::string> file_versions() const;
+  // Whether the last reload could read the directory (if not, it kept everything as it was).
+  bool scanned() const { return scanned_; }
   // Whether workflow `name`, which is not current, may be defined by a file that failed to load
   // with no good version to serve (as after a restart): one that names it, or one whose name
   // cannot be read.
@@ -70,6 +72,7 @@ class WorkflowRegistry {
   std::map<std::string, std::string> name_file_;     // current: name -> the file serving it
   std::map<std::string, DefinitionPtr> by_version_;  // every version seen
   std::vector<LoadError> errors_;
+  bool scanned_ = false;
   std::string adopt_error_;
   // The names of the files that failed with no good version; nullopt where none can be read.
   std::vector<std::optional<std::string>> unloaded_;

@@ -114,6 +114,8 @@ steps:
     daemon.start()
     code, first = daemon.ctl_json("start", "nap", "--id", "napper")
     assert code == 0 and first == {"id": "napper", "existing": False}
+    code, out = daemon.ctl_json("start", "hello", "--id", "napper")  # while it runs
+    assert code == 1 and "exists and runs workflow nap, not hello" in out["error"]["message"]
     # Waiting on an instance that was started before, and runs still.
     code, again = daemon.ctl_json("start", "nap", "--id", "napper", "--wait")
     assert code == 0

@@ -144,8 +144,7 @@ TEST_CASE("a file that fails at its first load serves the version it last loaded
   dir.write("wf.yaml", kBroken);
   WorkflowRegistry after(nullptr, [&](const std::string& path) {
     auto it = journaled.find(path);
-    return it == journaled.end() ? std::nullopt
-                                 : std::optional<WorkflowRegistry::Kept>(it->second);
+    return it == journaled.end() ? std::nullopt : std::optional<WorkflowRegistry::Kept>(it->second);
   });
   auto fresh = after.reload(dir.path);
   CHECK(fresh.empty());  // in the journal already
@@ -153,8 +152,8 @@ TEST_CASE("a file that fails at its first load serves the version it last loaded
   CHECK(after.find("wf")->version == version);
   CHECK(after.find("wf")->file == dir.path + "/wf.yaml");
   REQUIRE(after.errors().size() == 1);
-  CHECK(after.errors()[0].error.ends_with("wf.yaml: still serving the last good version " +
-                                          version));
+  CHECK(
+      after.errors()[0].error.ends_with("wf.yaml: still serving the last good version " + version));
   CHECK(!after.may_define("wf"));
   CHECK(after.file_versions() == versions);
 
@@ -163,4 +162,56 @@ TEST_CASE("a file that fails at its first load serves the version it last loaded
   after.reload(dir.path);
   CHECK(after.find("fresh") == nullptr);
   CHECK(after.may_define("fresh"));
+}
+
+TEST_CASE("after a restart the file that served a workflow keeps it from a copy", "[registry]") {
+  Dir dir;
+  std::map<std::string, WorkflowRegistry::Kept> journaled;
+  auto from_journal = [&](const std::string& path) {
+    auto it = journaled.find(path);
+    return it == journaled.end() ? std::nullopt : std::optional<WorkflowRegistry::Kept>(it->second);
+  };
+  const std::string live = "name: order\nsteps:\n  - {name: live, uses: noop}\n";
+  dir.write("order.yaml", live);
+  dir.write("a-draft.yaml", "name: order\nsteps:\n  - {name: draft, uses: noop}\n");
+  WorkflowRegistry before(nullptr, from_journal);
+  // The draft came later: only order.yaml is journaled as serving.
+  fs::remove(dir.path + "/a-draft.yaml");
+  before.reload(dir.path);
+  dir.write("a-draft.yaml", "name: order\nsteps:\n  - {name: draft, uses: noop}\n");
+  before.reload(dir.path);
+  REQUIRE(before.find("order"));
+  CHECK(before.find("order")->steps[0].name == "live");
+  const auto serving = before.file_versions();
+  CHECK(serving.size() == 1);  // the draft serves nothing: it is not kept
+  for (const auto& [path, version] : serving) journaled[path] = {version, live};
+
+  WorkflowRegistry after(nullptr, from_journal);
+  after.reload(dir.path);
+  REQUIRE(after.find("order"));
+  CHECK(after.find("order")->steps[0].name == "live");
+  REQUIRE(after.errors().size() == 1);
+  CHECK(after.errors()[0].file == dir.path + "/a-draft.yaml");
+}
+
+TEST_CASE("a directory that cannot be read keeps what it served", "[registry]") {
+  Dir dir;
+  dir.write("wf.yaml", kGood);
+  WorkflowRegistry registry(nullptr);
+  registry.reload(dir.path);
+  REQUIRE(registry.scanned());
+  const auto versions = registry.file_versions();
+  REQUIRE(versions.size() == 1);
+
+  fs::rename(dir.path, dir.path + ".moved");
+  registry.reload(dir.path);
+  CHECK(!registry.scanned());
+  CHECK(registry.find("wf") != nullptr);
+  CHECK(registry.file_versions() == versions);
+  REQUIRE(registry.errors().size() == 1);
+  CHECK(registry.errors()[0].error.ends_with("; still serving the workflows loaded before"));
+  fs::rename(dir.path + ".moved", dir.path);
+  registry.reload(dir.path);
+  CHECK(registry.scanned());
+  CHECK(registry.errors().empty());
 }
