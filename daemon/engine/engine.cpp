@@ -301,7 +301,14 @@ void apply(const Definition& def, Instance& inst, const Event& e) {
       for (uint32_t i = 0; i < inst.steps.size(); ++i) {
         StepRun& s = inst.steps[i];
         if (s.state == StepState::pending && !s.run.running) {
-          s.state = StepState::skipped;
+          // One waiting for the timer of its next attempt failed, with the error it has; one that
+          // has not run is skipped.
+          if (s.run.retry_at) {
+            s.state = StepState::failed;
+            s.ended_at = e.at;
+          } else {
+            s.state = StepState::skipped;
+          }
           s.run.retry_at.reset();
         }
         if (s.state == StepState::succeeded && def.steps[i].compensate) {

@@ -128,28 +128,36 @@ struct Command {
   std::string stdin_data;
 };
 
+// What a parameter value passes to a program as: a string as it is, a number or boolean as its
+// JSON text (a template of a number renders a number). `what` names the value in errors.
+std::expected<std::string, std::string> program_text(const json& value, const std::string& what) {
+  std::string text;
+  if (value.is_string()) {
+    text = value.get<std::string>();
+  } else if (value.is_number() || value.is_boolean()) {
+    text = value.dump();
+  } else {
+    return std::unexpected(what + " must be a string, number or boolean, not " +
+                           (value.is_null()    ? "null"
+                            : value.is_array() ? "a list"
+                                               : "a mapping"));
+  }
+  if (text.find('\0') != std::string::npos) {
+    return std::unexpected(what + " cannot contain NUL bytes");
+  }
+  return text;
+}
+
 std::expected<std::vector<std::string>, std::string> parse_argv(const json& params) {
   auto it = params.find("argv");
   if (it == params.end() || !it->is_array() || it->empty()) {
     return std::unexpected("`argv` must be a non-empty array of strings");
   }
   std::vector<std::string> argv;
-  // A number or boolean, as a template of a number renders, is passed as its text, as in `env`.
   for (const json& arg : *it) {
-    const std::string at = "`argv[" + std::to_string(argv.size()) + "]`";
-    std::string s;
-    if (arg.is_string()) {
-      s = arg.get<std::string>();
-    } else if (arg.is_number() || arg.is_boolean()) {
-      s = arg.dump();
-    } else {
-      return std::unexpected(at + " must be a string, number or boolean, not " +
-                             (arg.is_null()    ? "null"
-                              : arg.is_array() ? "a list"
-                                               : "a mapping"));
-    }
-    if (s.find('\0') != std::string::npos) return std::unexpected(at + " cannot contain NUL bytes");
-    argv.push_back(std::move(s));
+    auto text = program_text(arg, "`argv[" + std::to_string(argv.size()) + "]`");
+    if (!text) return std::unexpected(text.error());
+    argv.push_back(std::move(*text));
   }
   return argv;
 }
@@ -182,18 +190,9 @@ std::expected<std::vector<std::string>, std::string> build_environment(const sag
       if (name.empty() || name.find_first_of("=\0", 0, 2) != std::string::npos) {
         return std::unexpected("`env` has an invalid variable name `" + name + "`");
       }
-      std::string text;
-      if (value.is_string()) {
-        text = value.get<std::string>();
-      } else if (value.is_number() || value.is_boolean()) {
-        text = value.dump();
-      } else {
-        return std::unexpected("`env." + name + "` must be a string, number or boolean");
-      }
-      if (text.find('\0') != std::string::npos) {
-        return std::unexpected("`env." + name + "` cannot contain NUL bytes");
-      }
-      set(name, text);
+      auto text = program_text(value, "`env." + name + "`");
+      if (!text) return std::unexpected(text.error());
+      set(name, *text);
     }
   }
 

@@ -346,6 +346,30 @@ TEST_CASE("cancel stops running attempts and compensates what finished, even lat
   sim.check_replay();
 }
 
+TEST_CASE("a step cancelled while it waits for its next attempt shows failed, with its error") {
+  Sim sim(make_def({{"a"}, {"b"}, {"c"}}));
+  sim.start();
+  sim.result("a", Outcome::ok);
+  sim.result("b", Outcome::retry, Phase::run, "connection refused");
+  REQUIRE(sim.step("b").state == StepState::pending);
+  auto t = cancel(sim.def, sim.inst, "", std::nullopt, sim.now);
+  REQUIRE(t.has_value());
+  sim.take(std::move(*t));
+  CHECK(sim.step("b").state == StepState::failed);
+  CHECK(sim.step("b").run.error == "connection refused");
+  CHECK(sim.step("b").ended_at);
+  CHECK(!sim.step("b").run.retry_at);
+  CHECK(sim.step("c").state == StepState::skipped);  // never ran
+  CHECK(sim.dispatched(Phase::compensate) == V{"a"});
+  // b's backoff timer, when it fires, is stale.
+  Transition stale = on_timer(sim.def, sim.inst, 1, Phase::run, sim.now + Millis(3600000));
+  CHECK(stale.events.empty());
+  CHECK(stale.actions.empty());
+  sim.result("a", Outcome::ok, Phase::compensate);
+  CHECK(sim.inst.state == InstanceState::compensated);
+  sim.check_replay();
+}
+
 TEST_CASE("cancel of a failed instance compensates it") {
   Sim sim(make_def({{"a"}, {"b"}}, OnFailure::halt));
   sim.start();

@@ -763,3 +763,31 @@ def test_start_wait_shows_times_relative_to_when_it_prints(daemon):
     updated = [l for l in r.stdout.splitlines() if l.startswith("updated:")]
     assert updated and updated[0].endswith("(now)"), r.stdout
     assert "(in " not in r.stdout, r.stdout
+
+
+def test_protocol_errors_get_their_codes_and_only_an_oversized_request_closes(daemon):
+    daemon.start()
+    rpc = Rpc(daemon.socket)
+    try:
+        # Not JSON: a parse error, and the connection goes on.
+        rpc.sock.sendall(b'{"jsonrpc": "2.0", "id": 1, "method": \n')
+        answer = rpc.read()
+        assert answer["error"]["code"] == -32700 and answer["id"] is None, answer
+        # An unknown method.
+        answer = rpc.call("no.such.method", {})
+        assert answer["error"]["code"] == -32601, answer
+        assert answer["id"] == rpc.next_id - 1
+        assert rpc.call("ping", {})["result"]["version"]
+        # A request over 1 MiB: refused, then the connection is closed.
+        try:
+            rpc.sock.sendall(b'{"jsonrpc":"2.0","id":9,"method":"ping","params":{"pad":"' +
+                             b"x" * (1 << 20) + b'"}}\n')
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # sagad may close before it has taken all of it
+        answer = rpc.read()
+        assert answer["error"]["code"] == -32600, answer
+        assert "larger than 1 MiB" in answer["error"]["message"]
+        assert rpc.read(timeout=10) is None, "the connection stays open"
+    finally:
+        rpc.close()
+    assert daemon.ctl("ping").returncode == 0
