@@ -223,6 +223,8 @@ class Daemon final : private ScheduleHost {
   void on_durable(const std::string& id, const std::vector<Action>& actions, bool settled,
                   const std::string& state, uint64_t last_seq);
   void perform(Live& live, const Action& action);
+  // While draining, transitions start no attempts: the restart starts them (see Starts).
+  Starts starts() const { return draining_ ? Starts::none : Starts::attempts; }
   void dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt);
   void on_attempt_done(const std::string& id, const AttemptResult& result);
   void on_journal_failure(const Error& error);
@@ -903,7 +905,7 @@ void Daemon::on_attempt_done(const std::string& id, const AttemptResult& result)
                  r.phase == Phase::compensate ? " (compensation)" : "", r.attempt, r.error);
   }
   if (journal_failed_) return;
-  commit(*live, on_attempt_result(*live->def, live->inst, r, now_ms()), false);
+  commit(*live, on_attempt_result(*live->def, live->inst, r, now_ms(), starts()), false);
 }
 
 uint64_t Daemon::await_durable(const ControlServer::Call& call) {
@@ -1027,11 +1029,11 @@ void Daemon::handle_timer(const TimerEntry& e, TimePoint now) {
   if (!live || journal_failed_) return;
   switch (e.kind) {
     case TimerKind::retry:
-      commit(*live, on_timer(*live->def, live->inst, e.step, e.phase, now), false);
+      commit(*live, on_timer(*live->def, live->inst, e.step, e.phase, now, starts()), false);
       break;
     case TimerKind::deadline:
       live->deadline.reset();
-      commit(*live, on_deadline(*live->def, live->inst, now), false);
+      commit(*live, on_deadline(*live->def, live->inst, now, starts()), false);
       break;
     case TimerKind::attempt_timeout: {
       auto it = std::find_if(live->running.begin(), live->running.end(), [&](const auto& a) {

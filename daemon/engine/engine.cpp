@@ -59,8 +59,9 @@ class Emitter {
  public:
   // Room for what most transitions emit (a step's end, the next step's start or the instance's
   // end, and compensation's start): an Event is large, and growing the vector moves each.
-  Emitter(const Definition& def, Instance& inst, TimePoint now, Transition& out)
-      : def_(def), inst_(inst), now_(now), out_(out) {
+  Emitter(const Definition& def, Instance& inst, TimePoint now, Transition& out,
+          Starts starts = Starts::attempts)
+      : def_(def), inst_(inst), now_(now), out_(out), starts_(starts) {
     out_.events.reserve(4);
     out_.actions.reserve(2);
   }
@@ -85,15 +86,18 @@ class Emitter {
   const Definition& def() const { return def_; }
   Instance& inst() { return inst_; }
   TimePoint now() const { return now_; }
+  bool starts_attempts() const { return starts_ == Starts::attempts; }
 
  private:
   const Definition& def_;
   Instance& inst_;
   TimePoint now_;
   Transition& out_;
+  Starts starts_;
 };
 
 void start_attempt(Emitter& em, uint32_t step, Phase phase) {
+  if (!em.starts_attempts()) return;
   const StepRun& s = em.inst().steps[step];
   uint32_t attempt = (phase == Phase::run ? s.run.attempts : s.comp.attempts) + 1;
   em.step_event(phase == Phase::run ? EventType::step_started : EventType::compensation_started,
@@ -399,13 +403,13 @@ Millis retry_delay(const RetryPolicy& policy, uint32_t attempt, uint64_t seed) {
 }
 
 Transition on_attempt_result(const Definition& def, Instance& inst, const AttemptResult& r,
-                             TimePoint now) {
+                             TimePoint now, Starts starts) {
   Transition out;
   if (r.step >= inst.steps.size()) return out;
   StepRun& s = inst.steps[r.step];
   AttemptCounter& counter = r.phase == Phase::run ? s.run : s.comp;
   if (!counter.running || counter.attempts != r.attempt) return out;  // stale
-  Emitter em(def, inst, now, out);
+  Emitter em(def, inst, now, out, starts);
   const StepDef& step = def.steps[r.step];
   const bool run = r.phase == Phase::run;
 
@@ -433,21 +437,21 @@ Transition on_attempt_result(const Definition& def, Instance& inst, const Attemp
 }
 
 Transition on_timer(const Definition& def, Instance& inst, uint32_t step, Phase phase,
-                    TimePoint now) {
+                    TimePoint now, Starts starts) {
   Transition out;
   if (step >= inst.steps.size()) return out;
   const AttemptCounter& c = phase == Phase::run ? inst.steps[step].run : inst.steps[step].comp;
   if (!c.retry_at) return out;
   // A timer may fire a hair before its time by the caller's clock; it is due all the same.
-  Emitter em(def, inst, std::max(now, *c.retry_at), out);
+  Emitter em(def, inst, std::max(now, *c.retry_at), out, starts);
   advance(em);
   return out;
 }
 
-Transition on_deadline(const Definition& def, Instance& inst, TimePoint now) {
+Transition on_deadline(const Definition& def, Instance& inst, TimePoint now, Starts starts) {
   Transition out;
   if (inst.state != InstanceState::running) return out;
-  Emitter em(def, inst, now, out);
+  Emitter em(def, inst, now, out, starts);
   begin_compensation(em, "timed_out", "", std::nullopt);
   return out;
 }

@@ -55,17 +55,23 @@ void apply(const Definition& def, Instance& inst, const Event& e);
 Transition start(const Definition& def, Instance& inst, std::string id, json input,
                  std::optional<Caller> caller, TimePoint now);
 
+// Whether a transition may start attempts. A daemon that is shutting down records what it
+// learns but starts nothing it will not run: recover() starts those after the restart, as first
+// attempts rather than interrupted ones.
+enum class Starts { attempts, none };
+
 // The result of an attempt. A result for an attempt that is no longer current (abandoned,
 // superseded) changes nothing.
 Transition on_attempt_result(const Definition& def, Instance& inst, const AttemptResult& result,
-                             TimePoint now);
+                             TimePoint now, Starts starts = Starts::attempts);
 
 // A durable backoff timer armed by arm_timer fired. Stale timers change nothing.
 Transition on_timer(const Definition& def, Instance& inst, uint32_t step, Phase phase,
-                    TimePoint now);
+                    TimePoint now, Starts starts = Starts::attempts);
 
 // The instance's deadline passed: behaves like cancel with cause `timed_out`.
-Transition on_deadline(const Definition& def, Instance& inst, TimePoint now);
+Transition on_deadline(const Definition& def, Instance& inst, TimePoint now,
+                       Starts starts = Starts::attempts);
 
 // An operator's cancel: allowed in `running` and `failed`.
 Result<Transition> cancel(const Definition& def, Instance& inst, std::string reason,

@@ -449,6 +449,28 @@ TEST_CASE("a retried instance gets its timeout afresh, live and after recovery a
   CHECK(sim.inst.cause == "timed_out");
 }
 
+TEST_CASE(
+    "a transition that may start nothing leaves the next steps to recovery, as first "
+    "attempts") {
+  Sim sim(make_def({{"a"}, {"b"}}));
+  sim.start();
+  // sagad is shutting down when a's result comes in.
+  AttemptResult r{0, Phase::run, 1, Outcome::ok, json::object(), ""};
+  sim.take(on_attempt_result(sim.def, sim.inst, r, sim.now, Starts::none));
+  CHECK(sim.step("a").state == StepState::succeeded);
+  CHECK(sim.step("b").state == StepState::pending);
+  CHECK(sim.step("b").run.attempts == 0);
+  CHECK(sim.actions.empty());
+  for (const auto& e : sim.history) CHECK(e.type != EventType::step_interrupted);
+
+  Instance rebuilt = replay(sim.def, sim.inst.id, sim.history);
+  Transition resumed = recover(sim.def, rebuilt, sim.now);
+  REQUIRE(resumed.events.size() == 1);
+  CHECK(resumed.events[0].type == EventType::step_started);
+  CHECK(resumed.events[0].step == "b");
+  CHECK(resumed.events[0].attempt == 1);
+}
+
 TEST_CASE("independent steps run in parallel up to max_parallel") {
   Definition def = make_def({{"a", {}}, {"b", {}}, {"c", {}}, {"d", {"a", "b", "c"}}});
   SECTION("unbounded") {

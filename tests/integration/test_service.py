@@ -382,3 +382,33 @@ def test_sighup_loads_new_plugins_and_revalidates_workflows(daemon):
     assert out["instance"]["steps"][0]["output"] == {"said": 1}
     daemon.wait_for("busy", lambda d: d["state"] == "completed")
     assert daemon.log().count("plugin testing") == 1  # loaded once, not again on SIGHUP
+
+
+def test_a_drain_starts_no_step_that_it_will_not_run(daemon, tmp_path):
+    # b finishes while sagad drains: c is not journaled as started, and after the restart it
+    # runs as its first attempt, not as an interrupted one's successor.
+    log = tmp_path / "ran.log"
+    script = tmp_path / "step.sh"
+    script.write_text(f'#!/bin/bash\nsleep "$1"\necho "$SAGA_STEP $SAGA_ATTEMPT" >> {log}\n')
+    script.chmod(0o755)
+    daemon.add_workflow("abc.yaml", f"""
+name: abc
+steps:
+  - {{name: a, uses: exec, with: {{argv: ["{script}", "0"]}}}}
+  - {{name: b, uses: exec, with: {{argv: ["{script}", "1"]}}}}
+  - {{name: c, uses: exec, with: {{argv: ["{script}", "0"]}}}}
+""")
+    daemon.start()
+    r = daemon.ctl("start", "abc", "--id", "drained")
+    assert r.returncode == 0, r.stderr
+    daemon.wait_for("drained", lambda d: d["steps"][1]["state"] == "running")
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=30) == 0
+    assert log.read_text().splitlines() == ["a 1", "b 1"]
+    daemon.start()
+    doc = daemon.wait_for("drained", lambda d: d["state"] == "completed")
+    assert log.read_text().splitlines() == ["a 1", "b 1", "c 1"]
+    assert doc["steps"][2]["attempts"] == 1
+    doc = daemon.inspect("drained", history=True)
+    assert not events(doc, "step_interrupted"), doc["history"]
+    assert [e["attempt"] for e in events(doc, "step_started", "c")] == [1]
