@@ -895,9 +895,12 @@ void Daemon::on_attempt_done(const std::string& id, const AttemptResult& result)
   }
   const AttemptResult& r = timed_out && result.outcome != Outcome::ok ? timed_out_result : result;
   if (is_terminal(live->inst.state) && live->running.empty()) {
-    // A late result of an abandoned attempt: the instance has ended and can leave memory.
-    if (live->deadline) timers_.erase(*live->deadline);
-    live_.erase(id);
+    // A late result of an abandoned attempt: the instance has ended and can leave memory, once
+    // its end is durable (else on_durable answers its waiters and lets it go).
+    if (live->durable_seq == live->inst.seq) {
+      if (live->deadline) timers_.erase(*live->deadline);
+      live_.erase(id);
+    }
     return;
   }
   if (r.outcome != Outcome::ok) {

@@ -13,6 +13,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// A version known already, as `path` holds it: the same definition, or one naming that file when
+// another file holds the same text.
+DefinitionPtr in_file(const DefinitionPtr& known, const std::string& path) {
+  if (known->file == path) return known;
+  auto copy = std::make_shared<Definition>(*known);
+  copy->file = path;
+  return copy;
+}
+
 // The `name` a workflow file gives, if it is readable YAML with a string there.
 std::optional<std::string> declared_name(const std::string& path) {
   try {
@@ -68,7 +77,7 @@ std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
     if (loaded) {
       auto def = std::make_shared<Definition>(std::move(*loaded));
       if (auto known = by_version_.find(def->version); known != by_version_.end()) {
-        entry.good = known->second;
+        entry.good = in_file(known->second, path);
       } else {
         by_version_[def->version] = def;
         entry.good = def;
@@ -123,12 +132,7 @@ std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
 DefinitionPtr WorkflowRegistry::restore(const std::string& path) {
   auto kept = last_good_(path);
   if (!kept) return nullptr;
-  if (auto known = find_version(kept->version)) {
-    if (known->file == path) return known;
-    auto copy = std::make_shared<Definition>(*known);  // the same text, in this file
-    copy->file = path;
-    return copy;
-  }
+  if (auto known = find_version(kept->version)) return in_file(known, path);
   // Checked when it loaded; run as it was, like a version an instance is pinned to.
   auto loaded = load_workflow(kept->source, path, nullptr, /*journaled=*/true);
   if (!loaded) return nullptr;

@@ -215,3 +215,16 @@ TEST_CASE("a directory that cannot be read keeps what it served", "[registry]") 
   CHECK(registry.scanned());
   CHECK(registry.errors().empty());
 }
+
+TEST_CASE("a byte-identical copy is named as itself, not as the file it copies", "[registry]") {
+  Dir dir;
+  WorkflowRegistry registry(nullptr);
+  dir.write("order.yaml", kGood);
+  registry.reload(dir.path);
+  dir.write("a-copy.yaml", kGood);
+  fs::remove(dir.path + "/order.yaml");
+  registry.reload(dir.path);
+  REQUIRE(registry.find("wf"));
+  CHECK(registry.find("wf")->file == dir.path + "/a-copy.yaml");
+  CHECK(registry.file_versions().contains(dir.path + "/a-copy.yaml"));
+}
