@@ -362,8 +362,11 @@ int validate(const Options& o, const std::vector<std::string>& files,
     for (auto it = std::filesystem::directory_iterator(file, ec);
          !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
       auto ext = it->path().extension();
-      std::error_code file_ec;  // a FIFO or a dangling link is skipped, as sagad skips it
-      if ((ext == ".yaml" || ext == ".yml") && it->is_regular_file(file_ec)) {
+      if (ext != ".yaml" && ext != ".yml") continue;
+      // A FIFO or a dangling link is skipped, as sagad skips it; a loop of links is reported.
+      std::error_code file_ec;
+      if (it->is_regular_file(file_ec) ||
+          (file_ec && file_ec != std::errc::no_such_file_or_directory)) {
         in_dir.push_back(it->path().string());
       }
     }
@@ -375,8 +378,12 @@ int validate(const Options& o, const std::vector<std::string>& files,
     paths.insert(paths.end(), in_dir.begin(), in_dir.end());
   }
   // A file named twice (itself and its directory) is validated once.
-  std::set<std::string> seen;
-  std::erase_if(paths, [&](const std::string& p) { return !seen.insert(p).second; });
+  std::set<std::filesystem::path> seen;
+  std::erase_if(paths, [&](const std::string& p) {
+    std::error_code ec;
+    auto canonical = std::filesystem::weakly_canonical(p, ec);
+    return !seen.insert(ec ? std::filesystem::path(p) : canonical).second;
+  });
   json files_json = json::array();
   int rc = kOk;
   std::map<std::string, std::string> name_file;  // as sagad refuses a second file with a name

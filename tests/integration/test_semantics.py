@@ -536,16 +536,22 @@ def test_workflows_validate_takes_a_directory_as_sagad_loads_it(tmp_path):
     (wf / "c.yaml").write_text("name: one\nsteps:\n  - {name: b, uses: testing.noop}\n")
     (wf / "notes.txt").write_text("not a workflow")
     os.mkfifo(wf / "pipe.yaml")  # skipped, as sagad skips it, instead of read forever
+    os.symlink("nowhere.yaml", wf / "dangling.yaml")  # skipped too
+    os.symlink("loop.yaml", wf / "loop.yaml")  # an error, as sagad reports it
     empty = tmp_path / "empty"
     empty.mkdir()
     nosock = ["--socket", str(tmp_path / "none.sock")]
 
+    # A file named again, also by another path, is validated once.
     r = subprocess.run([SAGACTL, *nosock, "workflows", "validate", str(wf), str(wf / "a.yaml"),
-                        "--json"], capture_output=True, text=True, timeout=30)
+                        os.path.join(str(wf), ".", "b.yml"), "--json"],
+                       capture_output=True, text=True, timeout=30)
     assert r.returncode == 1, r.stderr
     files = json.loads(r.stdout)["files"]
     assert [(f["file"], f["ok"]) for f in files] == [
-        (str(wf / "a.yaml"), True), (str(wf / "b.yml"), True), (str(wf / "c.yaml"), False)]
+        (str(wf / "a.yaml"), True), (str(wf / "b.yml"), True), (str(wf / "c.yaml"), False),
+        (str(wf / "loop.yaml"), False)]
+    assert "Too many levels of symbolic links" in files[3]["error"]
     assert files[2]["error"] == (f"{wf / 'c.yaml'}: workflow one is already defined in "
                                  f"{wf / 'a.yaml'}; rename one of them")
 
