@@ -181,6 +181,9 @@ void Scheduler::catch_up(const std::string& key, Entry& e, TimePoint now, Missed
   const Catchup policy = why == Missed::while_running ? Catchup::all : e.spec.catchup;
   FirePlan plan = plan_fires(e.cron, *e.zone, e.cursor, now, policy, e.spec.max_catchup);
   if (!plan.newest_due) return;
+  // What was started is known once the fires have run (overlap: skip may skip one).
+  const uint64_t started_before = e.started;
+  for (TimePoint at : plan.fire) fire(e, at);
   if (plan.skipped > 0) {
     e.skipped_catchup += plan.skipped;
     spdlog::warn(
@@ -192,9 +195,8 @@ void Scheduler::catch_up(const std::string& key, Entry& e, TimePoint now, Missed
         why == Missed::downtime   ? "while sagad was down"
         : why == Missed::unloaded ? "while its workflow was not loaded"
                                   : "at once (was the clock changed?)",
-        catchup_name(policy), e.spec.max_catchup, plan.fire.size());
+        catchup_name(policy), e.spec.max_catchup, e.started - started_before);
   }
-  for (TimePoint at : plan.fire) fire(e, at);
   e.cursor = *plan.newest_due;
   save(key, e);
 }

@@ -122,15 +122,15 @@ def test_catch_up_after_a_kill_starts_the_latest_missed_fire_once(daemon):
     missed = [i for i in ids if killed < parse(i.split("@")[1]).timestamp() <= restarting]
     assert len(missed) <= 1, ids
     # catchup: latest -> one start for the fires missed while sagad was down, logged.
-    m = re.search(r"schedule tick: skipped (\d+) fires due from \S+ to \S+ while sagad was "
-                  r"down \(catchup: latest, max_catchup: 100\); started 1\n.*schedule tick: "
-                  r"started (tick@\S+)", daemon.log())
+    m = re.search(r"schedule tick: started (tick@\S+)\n.*schedule tick: skipped (\d+) fires due "
+                  r"from \S+ to \S+ while sagad was down \(catchup: latest, max_catchup: 100\); "
+                  r"started 1\n", daemon.log())
     assert m, daemon.log()
-    assert int(m.group(1)) >= 1
-    caught = m.group(2)
+    assert int(m.group(2)) >= 1
+    caught = m.group(1)
     assert killed < parse(caught.split("@")[1]).timestamp() <= ready
     assert caught in ids
-    assert schedules(daemon)[0]["skipped_catchup"] == int(m.group(1))
+    assert schedules(daemon)[0]["skipped_catchup"] == int(m.group(2))
 
 
 def test_editing_and_removing_a_schedule_takes_effect_on_reload(daemon):
