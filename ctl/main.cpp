@@ -20,7 +20,9 @@
 #include "engine/time.hpp"
 #include "format.hpp"
 #include "plugin_host/plugin_registry.hpp"
+#include "plugin_host/step_schema.hpp"
 #include "workflow/loader.hpp"
+#include "workflow/registry.hpp"
 
 namespace {
 
@@ -315,16 +317,7 @@ int validate(const Options& o, const std::vector<std::string>& files,
     lookup = [&registry](const std::string& uses) -> std::optional<saga::StepSchema> {
       const saga::StepTypeInfo* info = registry.find(uses);
       if (!info) return std::nullopt;
-      saga::StepSchema schema;
-      static constexpr const char* kTypes[] = {"any",     "string", "integer", "number",
-                                               "boolean", "array",  "object"};
-      for (const auto& p : info->params) {
-        auto t = static_cast<size_t>(p.type);
-        schema.params.push_back({p.name, t < 7 ? kTypes[t] : "any", p.required});
-      }
-      schema.accepts_any_params = info->accepts_any_params;
-      schema.can_compensate = info->can_compensate;
-      return schema;
+      return saga::schema_of(*info);
     };
     checked_against = "the plugins in --plugins";
   } else if (auto client = saga::rpc::Client::connect(socket_path(o))) {
@@ -358,19 +351,11 @@ int validate(const Options& o, const std::vector<std::string>& files,
       paths.push_back(file);
       continue;
     }
-    std::vector<std::string> in_dir;
-    for (auto it = std::filesystem::directory_iterator(file, ec);
-         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-      auto ext = it->path().extension();
-      if (ext != ".yaml" && ext != ".yml") continue;
-      // A FIFO or a dangling link is skipped, as sagad skips it; a loop of links is reported.
-      std::error_code file_ec;
-      if (it->is_regular_file(file_ec) ||
-          (file_ec && file_ec != std::errc::no_such_file_or_directory)) {
-        in_dir.push_back(it->path().string());
-      }
-    }
-    if (ec || in_dir.empty()) {
+    saga::WorkflowFiles listed = saga::workflow_files(file);
+    std::vector<std::string> in_dir = std::move(listed.paths);
+    // What cannot be read is reported as load_workflow_file words it, in its place.
+    for (const auto& unreadable : listed.unreadable) in_dir.push_back(unreadable.file);
+    if (listed.error || in_dir.empty()) {
       paths.push_back(file);  // reported as what it is below
       continue;
     }

@@ -31,6 +31,7 @@
 #include "executor/loop_queue.hpp"
 #include "journal/journal_writer.hpp"
 #include "plugin_host/plugin_registry.hpp"
+#include "plugin_host/step_schema.hpp"
 #include "scheduler/scheduler.hpp"
 #include "systemd_notifier.hpp"
 #include "workflow/loader.hpp"
@@ -126,23 +127,6 @@ double percentile(std::vector<double> values, double p) {
   std::sort(values.begin(), values.end());
   size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(values.size())));
   return values[std::clamp<size_t>(rank, 1, values.size()) - 1];
-}
-
-// A parameter's declared type as workflows and schemas name it.
-const char* param_type_name(const auto& param) {
-  static constexpr const char* kTypes[] = {"any",     "string", "integer", "number",
-                                           "boolean", "array",  "object"};
-  auto t = static_cast<size_t>(param.type);
-  return t < std::size(kTypes) ? kTypes[t] : "any";
-}
-
-StepSchema schema_of(const StepTypeInfo& info) {
-  StepSchema schema;
-  for (const auto& p : info.params)
-    schema.params.push_back({p.name, param_type_name(p), p.required});
-  schema.accepts_any_params = info.accepts_any_params;
-  schema.can_compensate = info.can_compensate;
-  return schema;
 }
 
 std::optional<std::string> read_secret(const std::string& dir, const std::string& name) {
@@ -750,7 +734,7 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
     for (const auto& param : type->params) {
       auto it = rendered->value.find(param.name);
       if (it == rendered->value.end()) continue;
-      if (auto why = param_type_mismatch(param_type_name(param), *it, /*rendered=*/true)) {
+      if (auto why = param_type_mismatch(param_type_name(param.type), *it, /*rendered=*/true)) {
         // The value is quoted unless a secret went into it: the error is journaled and logged.
         std::string got;
         if (secrets_used->empty()) {
@@ -1489,7 +1473,7 @@ json Daemon::plugins_json() const {
       if (info) {
         for (const auto& param : info->params) {
           params.push_back({{"name", param.name},
-                            {"type", schema_of(*info).params[&param - info->params.data()].type},
+                            {"type", param_type_name(param.type)},
                             {"required", param.required},
                             {"default", param.default_value},
                             {"description", param.description}});

@@ -34,38 +34,46 @@ std::optional<std::string> declared_name(const std::string& path) {
 
 }  // namespace
 
-std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
-  std::vector<DefinitionPtr> fresh;
-  errors_.clear();
-  unloaded_.clear();
-  std::vector<std::string> paths;
-  std::error_code ec;
+WorkflowFiles workflow_files(const std::string& dir) {
+  WorkflowFiles files;
+  std::error_code& ec = files.error;
   for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
        it.increment(ec)) {
     auto ext = it->path().extension();
     if (ext != ".yaml" && ext != ".yml") continue;
-    // A directory, a FIFO or a dangling link is skipped; a name that cannot be looked at (a loop
-    // of links) is an error, of a file that may define any workflow.
     std::error_code file_ec;
     if (it->is_regular_file(file_ec)) {
-      paths.push_back(it->path());
+      files.paths.push_back(it->path().string());
     } else if (file_ec && file_ec != std::errc::no_such_file_or_directory) {
-      errors_.push_back(
+      files.unreadable.push_back(
           {it->path().string(),
            it->path().string() + ": cannot read the workflow file: " + file_ec.message()});
-      unloaded_.emplace_back();
     }
   }
-  scanned_ = !ec;
-  if (ec) {
+  std::sort(files.paths.begin(), files.paths.end());
+  return files;
+}
+
+std::vector<DefinitionPtr> WorkflowRegistry::reload(const std::string& dir) {
+  std::vector<DefinitionPtr> fresh;
+  errors_.clear();
+  unloaded_.clear();
+  WorkflowFiles listed = workflow_files(dir);
+  for (auto& unreadable : listed.unreadable) {
+    errors_.push_back(std::move(unreadable));
+    unloaded_.emplace_back();  // a file that may define any workflow
+  }
+  scanned_ = !listed.error;
+  if (listed.error) {
     // Not a sign that the files are gone (a mount not there yet, a directory being swapped):
     // what was served goes on being served.
-    errors_.push_back({dir, "cannot read workflows directory " + dir + ": " + ec.message() +
+    errors_.push_back({dir, "cannot read workflows directory " + dir + ": " +
+                                listed.error.message() +
                                 "; still serving the workflows loaded before"});
     unloaded_.emplace_back();  // any workflow may be in there
     return fresh;
   }
-  std::sort(paths.begin(), paths.end());
+  const std::vector<std::string>& paths = listed.paths;
 
   std::set<std::string> present(paths.begin(), paths.end());
   std::erase_if(files_, [&](const auto& kv) { return !present.contains(kv.first); });

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "engine/definition.hpp"
@@ -19,6 +20,16 @@ struct LoadError {
   std::string file;
   std::string error;
 };
+
+// The workflow files of a directory, as sagad loads them: its *.yaml and *.yml regular files, in
+// order. A directory, a FIFO or a dangling link is skipped; a name that cannot be looked at (a
+// loop of links) is `unreadable`. `error` is set when the directory itself cannot be read.
+struct WorkflowFiles {
+  std::vector<std::string> paths;
+  std::vector<LoadError> unreadable;
+  std::error_code error;
+};
+WorkflowFiles workflow_files(const std::string& dir);
 
 class WorkflowRegistry {
  public:
