@@ -877,17 +877,17 @@ class Loader {
 
     if (auto* x = f.find("name")) {
       if (auto name = read_string(*x, "\"name\"" + s.owner, diags_)) {
-        if (is_valid_name(*name) && !diags_.journaled() && has_output_part(*name)) {
+        if (!is_valid_name(*name)) {
+          diags_.add(x->mark(),
+                     "invalid step name " + in_quotes(*name) + "; " + std::string(kNameRule));
+        } else if (!diags_.journaled() && has_output_part(*name)) {
           diags_.add(x->mark(), "step name " + in_quotes(*name) +
                                     " cannot be named in templates, which read its \".output\" "
                                     "as the start of steps.NAME.output; rename the step so that "
                                     "no part after a dot is \"output\"");
-        } else if (is_valid_name(*name)) {
+        } else {
           s.name = *name;
           s.name_node = x->value;
-        } else {
-          diags_.add(x->mark(),
-                     "invalid step name " + in_quotes(*name) + "; " + std::string(kNameRule));
         }
       }
     } else {

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -115,6 +116,19 @@ std::string read_to_eof(int fd) {
   return all;
 }
 
+// Reads until what came so far satisfies `done`, then closes the connection.
+std::string read_until(int fd, const std::function<bool(const std::string&)>& done) {
+  std::string got;
+  char buf[4096];
+  while (!done(got)) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    REQUIRE(n > 0);
+    got.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return got;
+}
+
 std::string last_line(const std::string& text) {
   if (text.empty()) return {};
   size_t end = text.back() == '\n' ? text.size() - 1 : text.size();
@@ -155,14 +169,8 @@ TEST_CASE("a handler that throws gets its caller an internal error, and the serv
                                      "\n"
                                      R"({"jsonrpc":"2.0","id":8,"method":"ping"})"
                                      "\n");
-  std::string got;
-  char buf[4096];
-  while (std::count(got.begin(), got.end(), '\n') < 2) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    REQUIRE(n > 0);
-    got.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
+  const std::string got = read_until(
+      fd, [](const std::string& got) { return std::count(got.begin(), got.end(), '\n') >= 2; });
   auto first = json::parse(got.substr(0, got.find('\n')));
   CHECK(first["id"] == 7);
   CHECK(first["error"]["code"] == -32603);
@@ -181,14 +189,8 @@ TEST_CASE("a handler that throws after it answered does not answer twice") {
                                      "\n"
                                      R"({"jsonrpc":"2.0","id":8,"method":"ping"})"
                                      "\n");
-  std::string got;
-  char buf[4096];
-  while (got.find("\"id\":8") == std::string::npos) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    REQUIRE(n > 0);
-    got.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
+  const std::string got = read_until(
+      fd, [](const std::string& got) { return got.find("\"id\":8") != std::string::npos; });
   REQUIRE(std::count(got.begin(), got.end(), '\n') == 2);
   auto first = json::parse(got.substr(0, got.find('\n')));
   CHECK(first["id"] == 7);
