@@ -1,15 +1,16 @@
 // The `exec` step type: runs a program without a shell and maps its exit to a step result.
 //
-// The program is started with posix_spawnp in its own process group, with pipes as fds 0/1/2 and
+// The program is started (fork and exec) in its own process group, with pipes as fds 0/1/2 and
 // every other descriptor closed, so nothing of sagad leaks into it whatever flags the daemon's
-// descriptors carry. One worker thread supervises one child: it feeds stdin, drains stdout and
-// stderr with poll() so neither side can block the other, watches the attempt's deadline and
-// cancellation, and always reaps the child before returning.
+// descriptors carry, and it is killed if sagad dies. One worker thread supervises one child: it
+// feeds stdin, drains stdout and stderr with poll() so neither side can block the other, watches
+// the attempt's deadline and cancellation, and always reaps the child before returning.
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -379,6 +380,55 @@ Result spawn_failure(const std::string& what, int err) {
   return transient ? Result::retry(std::move(message)) : Result::fail(std::move(message));
 }
 
+// What the child needs between fork and exec, prepared by the parent: after fork the child may
+// make only async-signal-safe calls (another thread may have held the allocator's lock).
+struct ChildSetup {
+  char* const* argv;
+  char* const* envp;
+  const char* cwd;  // null: the daemon's
+  int in, out, err;
+  int status;    // close-on-exec; gets the errno of a step that failed before exec
+  pid_t daemon;  // the process the child must not outlive
+  int max_fd;    // for closing descriptors where close_range is missing
+};
+
+[[noreturn]] void child_fail(const ChildSetup& s, int err) {
+  [[maybe_unused]] ssize_t n = ::write(s.status, &err, sizeof err);
+  ::_exit(127);
+}
+
+[[noreturn]] void exec_child(const ChildSetup& s) {
+  // The program dies with the worker thread that started it, that is with sagad: after a crash
+  // without systemd's cgroup to clean up, it would otherwise run on beside the attempt that
+  // recovery starts again.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(s, errno);
+  if (::getppid() != s.daemon) ::_exit(127);  // sagad died before the line above
+  // A process group of its own, so that a timeout reaches the program's descendants too.
+  if (::setpgid(0, 0) != 0) child_fail(s, errno);
+  // Dispositions and mask start clean: a daemon often ignores SIGPIPE, and the parent blocked
+  // every signal around fork, both of which a program would otherwise inherit.
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);  // EINVAL for some: fine
+  if (::dup2(s.in, STDIN_FILENO) < 0 || ::dup2(s.out, STDOUT_FILENO) < 0 ||
+      ::dup2(s.err, STDERR_FILENO) < 0) {
+    child_fail(s, errno);
+  }
+  if (s.cwd != nullptr && ::chdir(s.cwd) != 0) child_fail(s, errno);
+  // Whatever the daemon or a library in it opened without close-on-exec stays behind; the status
+  // pipe stays open until exec closes it.
+  if (::close_range(STDERR_FILENO + 1, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+    for (int fd = STDERR_FILENO + 1; fd < s.max_fd; ++fd) {
+      if (fd != s.status) ::close(fd);
+    }
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::execvpe(s.argv[0], s.argv, s.envp);
+  child_fail(s, errno);
+}
+
 std::expected<Child, Result> spawn(const Command& cmd) {
   auto stdin_pipe = make_pipe();
   if (!stdin_pipe)
@@ -391,6 +441,10 @@ std::expected<Child, Result> spawn(const Command& cmd) {
   if (!stderr_pipe) {
     return std::unexpected(spawn_failure("cannot create a pipe", stderr_pipe.error()));
   }
+  auto status_pipe = make_pipe();
+  if (!status_pipe) {
+    return std::unexpected(spawn_failure("cannot create a pipe", status_pipe.error()));
+  }
 
   std::vector<char*> argv;
   for (const std::string& a : cmd.argv) argv.push_back(const_cast<char*>(a.c_str()));
@@ -398,35 +452,43 @@ std::expected<Child, Result> spawn(const Command& cmd) {
   std::vector<char*> envp;
   for (const std::string& e : cmd.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
+  rlimit files{};
+  const int max_fd = ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY
+                         ? static_cast<int>(std::min<rlim_t>(files.rlim_cur, 1 << 20))
+                         : 1 << 16;
+  const ChildSetup setup{argv.data(),
+                         envp.data(),
+                         cmd.cwd ? cmd.cwd->c_str() : nullptr,
+                         stdin_pipe->read.get(),
+                         stdout_pipe->write.get(),
+                         stderr_pipe->write.get(),
+                         status_pipe->write.get(),
+                         ::getpid(),
+                         max_fd};
 
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, stdin_pipe->read.get(), STDIN_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, stdout_pipe->write.get(), STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, stderr_pipe->write.get(), STDERR_FILENO);
-  if (cmd.cwd) posix_spawn_file_actions_addchdir_np(&actions, cmd.cwd->c_str());
-  // Whatever the daemon or a library in it opened without close-on-exec stays behind.
-  posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
-
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  // A process group of its own, so that a timeout reaches the program's descendants too. Signal
-  // mask and dispositions start clean: worker threads may block signals, and a daemon often
-  // ignores SIGPIPE, both of which a program would otherwise inherit.
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t none, all;
-  sigemptyset(&none);
+  // No handler of the daemon's may run in the child before it resets them.
+  sigset_t all, old;
   sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  const pid_t pid = ::fork();
+  if (pid == 0) exec_child(setup);
+  const int fork_err = errno;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  const std::string what = "cannot start `" + cmd.argv[0] + "`";
+  if (pid < 0) return std::unexpected(spawn_failure(what, fork_err));
 
-  pid_t pid = -1;
-  const int rc = ::posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
-  posix_spawnattr_destroy(&attr);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return std::unexpected(spawn_failure("cannot start `" + cmd.argv[0] + "`", rc));
+  // End of file: the exec succeeded and closed the child's end. An errno: it did not.
+  status_pipe->write.reset();
+  int child_err = 0;
+  ssize_t n;
+  do {
+    n = ::read(status_pipe->read.get(), &child_err, sizeof child_err);
+  } while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(sizeof child_err) || n < 0) {
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    return std::unexpected(spawn_failure(what, n < 0 ? errno : child_err));
+  }
 
   return Child{pid, std::move(stdin_pipe->write), std::move(stdout_pipe->read),
                std::move(stderr_pipe->read)};

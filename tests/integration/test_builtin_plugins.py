@@ -3,6 +3,7 @@ import http.server
 import json
 import os
 import threading
+import time
 
 from conftest import SOURCE
 
@@ -77,3 +78,41 @@ def test_image_pipeline_compensates_http_and_exec_steps(daemon):
     finally:
         anonymizer.shutdown()
         model.shutdown()
+
+
+def running(pid):
+    """True while the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_an_exec_program_does_not_outlive_a_killed_sagad(daemon, tmp_path):
+    # Without systemd's cgroup to clean up, a program left running by a crashed sagad would run
+    # on beside the attempt that recovery starts again.
+    pids = tmp_path / "pids"
+    script = tmp_path / "long.sh"
+    script.write_text(f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 60\n")
+    script.chmod(0o755)
+    daemon.add_workflow("long.yaml", f"""
+name: long
+steps:
+  - name: work
+    uses: exec
+    with: {{argv: ["{script}"]}}
+""")
+    daemon.start()
+    r = daemon.ctl("start", "long")
+    assert r.returncode == 0, r.stderr
+    deadline = time.time() + 30
+    while not (pids.exists() and pids.read_text().endswith("\n")) and time.time() < deadline:
+        time.sleep(0.05)
+    pid = int(pids.read_text().split()[0])
+    assert running(pid)
+    daemon.kill()
+    deadline = time.time() + 10
+    while running(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not running(pid), f"pid {pid} outlived sagad"

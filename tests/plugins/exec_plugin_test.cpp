@@ -253,6 +253,14 @@ TEST_CASE("exec: mistakes in the workflow fail for good", "[exec]") {
     REQUIRE(r.outcome == SAGA_OUTCOME_FAIL);
     CHECK_THAT(r.data, Catch::Contains("cannot start `/nonexistent/saga-program`"));
   }
+  SECTION("program not executable") {
+    TempDir dir;
+    const std::string path = dir.path + "/not-executable";
+    std::ofstream(path) << "#!/bin/sh\necho hi\n";
+    const Outcome r = run({{"argv", {path}}});
+    REQUIRE(r.outcome == SAGA_OUTCOME_FAIL);
+    CHECK_THAT(r.data, Catch::Contains("cannot start `" + path + "`: Permission denied"));
+  }
   SECTION("program not in PATH") {
     const Outcome r = run({{"argv", {"saga-no-such-program"}}});
     REQUIRE(r.outcome == SAGA_OUTCOME_FAIL);
