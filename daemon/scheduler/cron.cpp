@@ -131,13 +131,20 @@ std::expected<uint64_t, CronError> parse_field(Token field, const FieldSpec& f) 
     } else if (size_t dash = base.text.find('-'); dash != std::string_view::npos) {
       auto a = parse_value({base.text.substr(0, dash), base.offset}, f);
       if (!a) return std::unexpected(a.error());
-      auto b = parse_value({base.text.substr(dash + 1), base.offset + dash + 1}, f);
+      const std::string_view upper = base.text.substr(dash + 1);
+      auto b = parse_value({upper, base.offset + dash + 1}, f);
       if (!b) return std::unexpected(b.error());
+      // SUN as the end of a range is the Sunday that ends the week: FRI-SUN is 5-7.
+      if (&f == &kDow && *b == 0 && !upper.empty() &&
+          !std::isdigit(static_cast<unsigned char>(upper[0]))) {
+        b = 7;
+      }
       if (*a > *b) {
+        // A range does not wrap around: FRI-SUN is FRI,SAT,SUN or 5-7.
         return error(base.offset, f,
                      "the range " + quoted(base.text) +
-                         " runs backwards; write the smaller end "
-                         "first");
+                         " runs backwards and ranges do not wrap around; write it as two ranges "
+                         "(22-23,0-2) or list the values");
       }
       lo = *a;
       hi = *b;
@@ -148,7 +155,9 @@ std::expected<uint64_t, CronError> parse_field(Token field, const FieldSpec& f) 
       // `a/n` is `a-max/n`.
       hi = item.text.find('/') != std::string_view::npos ? (f.max == 7 ? 6 : f.max) : *a;
     }
-    for (int v = lo; v <= hi; v += step) mask |= uint64_t{1} << (f.max == 7 && v == 7 ? 0 : v);
+    for (int64_t v = lo; v <= hi; v += step) {
+      mask |= uint64_t{1} << (f.max == 7 && v == 7 ? 0 : v);
+    }
     pos = comma + 1;
   }
   return mask;
@@ -212,7 +221,8 @@ std::expected<CronExpr, CronError> CronExpr::parse(std::string_view text) {
   c.months_ = static_cast<uint16_t>(masks[3]);
   c.weekdays_ = static_cast<uint8_t>(masks[4]);
   const size_t first5 = fields.size() - 5;
-  c.hour_star_ = fields[first5 + 1].text == "*";
+  c.runs_through_ =
+      fields[first5].text.starts_with('*') || fields[first5 + 1].text.starts_with('*');
   c.dom_star_ = fields[first5 + 2].text.starts_with('*');
   c.dow_star_ = fields[first5 + 4].text.starts_with('*');
   return c;

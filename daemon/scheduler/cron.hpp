@@ -28,9 +28,10 @@ class CronExpr {
   // The first matching local time in [from, limit], or nullopt.
   std::optional<date::local_seconds> next_match(date::local_seconds from,
                                                 date::local_seconds limit) const;
-  // The hour field is `*`: the schedule runs through the day, so a local hour that occurs twice
-  // (a fall-back) fires in both occurrences, as Vixie cron does.
-  bool every_hour() const { return hour_star_; }
+  // The minute or the hour field starts with `*` (`*`, `*/15`): the schedule is about intervals
+  // rather than a time of day, so a local hour that occurs twice (a fall-back) fires in both
+  // occurrences. Vixie cron's "wildcard jobs" rule.
+  bool runs_through() const { return runs_through_; }
   const std::string& text() const { return text_; }
 
  private:
@@ -47,7 +48,7 @@ class CronExpr {
   // fields are restricted a day matches either, otherwise it must match both.
   bool dom_star_ = false;
   bool dow_star_ = false;
-  bool hour_star_ = false;
+  bool runs_through_ = false;
 };
 
 }  // namespace saga

@@ -35,6 +35,16 @@ std::optional<TimePoint> next_fire(const CronExpr& cron, const date::time_zone& 
   // Fires are whole seconds; the first candidate is the second after `after`.
   date::sys_seconds from = floor<seconds>(after) + seconds(1);
   const date::sys_seconds horizon = from + kHorizon;
+  // Local times that a forward jump skips fire at the first instant after the gap (below); when
+  // that instant is where the search starts, the segment before it is not walked.
+  if (const date::sys_info seg = zone.get_info(from); seg.begin == from) {
+    const date::sys_info before = zone.get_info(from - seconds(1));
+    const date::local_seconds gap_begin = to_local(from, before.offset);
+    const date::local_seconds gap_end = to_local(from, seg.offset);
+    if (gap_end > gap_begin && cron.next_match(gap_begin, gap_end - seconds(1))) {
+      return time_point_cast<Millis>(from);
+    }
+  }
   // Walk the offset segments of the zone (between two transitions local time is the instant
   // plus a fixed offset) until one holds a fire.
   while (from < horizon) {
@@ -44,7 +54,7 @@ std::optional<TimePoint> next_fire(const CronExpr& cron, const date::time_zone& 
     date::local_seconds look = to_local(from, seg.offset);
     while (auto m = cron.next_match(look, local_end - seconds(1))) {
       const date::sys_seconds at = to_sys(*m, seg.offset);
-      if (!cron.every_hour()) {
+      if (!cron.runs_through()) {
         // The second occurrence of a local time that a fall-back repeats does not fire again.
         const date::local_info li = zone.get_info(*m);
         if (li.result == date::local_info::ambiguous && at != to_sys(*m, li.first.offset)) {
