@@ -111,6 +111,9 @@ constexpr size_t kWatchBacklogBytes = 1 << 20;
 // How long a dropped watcher has to read the notice that says why before it is cut off.
 constexpr uint64_t kWatchDropGraceMs = 10'000;
 
+// The longest the loop waits for a timer before it looks at the wall clock again.
+constexpr Millis kWallClockStep{5'000};
+
 // Counters since this sagad started, for `sagactl stats`. Every time an instance settles it
 // counts once in its state (a failed instance that is retried and then completes counts in
 // both). Durations come from a bounded ring of the most recent settles.
@@ -251,6 +254,7 @@ class Daemon final : private ScheduleHost {
   void start_scheduler();
   void sync_schedules();
   void on_schedules_due();
+  void arm_schedules();
   void handle_schedules(ControlServer::Call& call);
   bool start_fire(const DefinitionPtr& def, const std::string& id, json input) override;
   bool is_running(const std::string& id) const override;
@@ -991,7 +995,10 @@ void Daemon::rearm_timer() {
     uv_timer_stop(timer_);
     return;
   }
-  auto delay = timers_.begin()->first - now_ms();
+  // Timers are due at wall-clock times, and libuv waits on the monotonic clock, which stands
+  // still while the machine is suspended and ignores the clock being set: a long wait is taken
+  // in steps, so that a due timer is noticed within one step of such a change.
+  auto delay = std::min(timers_.begin()->first - now_ms(), kWallClockStep);
   uv_timer_start(
       timer_, [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->on_timer_fired(); },
       static_cast<uint64_t>(std::max<int64_t>(delay.count(), 0)), 0);
@@ -1561,18 +1568,22 @@ void Daemon::sync_schedules() {
                    [this](std::string_view name) { return workflows_->may_define(name); });
   if (schedule_timer_) timers_.erase(*schedule_timer_);
   schedule_timer_.reset();
-  if (auto next = scheduler_->next_wakeup()) {
-    schedule_timer_ = add_timer(*next, {"", TimerKind::schedule, 0, Phase::run, 0});
-  }
+  arm_schedules();
   rearm_timer();
+}
+
+void Daemon::arm_schedules() {
+  // The scheduler looks at the clock every step too, for a clock that was set back.
+  if (auto next = scheduler_->next_wakeup()) {
+    schedule_timer_ = add_timer(std::min(*next, now_ms() + kWallClockStep),
+                                {"", TimerKind::schedule, 0, Phase::run, 0});
+  }
 }
 
 void Daemon::on_schedules_due() {
   if (journal_failed_ || draining_) return;
   scheduler_->tick();
-  if (auto next = scheduler_->next_wakeup()) {
-    schedule_timer_ = add_timer(*next, {"", TimerKind::schedule, 0, Phase::run, 0});
-  }
+  arm_schedules();
 }
 
 bool Daemon::start_fire(const DefinitionPtr& def, const std::string& id, json input) {
@@ -1583,6 +1594,20 @@ bool Daemon::start_fire(const DefinitionPtr& def, const std::string& id, json in
     return false;
   }
   if (*stored) return false;
+  if (auto fire = parse_fire_id(id)) {
+    TemplateScope scope;
+    scope.instance_id = id;
+    scope.workflow = def->name;
+    scope.schedule_fire_time =
+        date::format("%FT%TZ", std::chrono::floor<std::chrono::seconds>(fire->fire));
+    auto rendered = render_templates(input, scope);
+    if (!rendered) {  // the loader lets only these three through
+      spdlog::error("schedule: the input of {} cannot be rendered: {}", id,
+                    rendered.error().message);
+      return false;
+    }
+    input = std::move(rendered->value);
+  }
   Live& live = add_live(id, def);
   commit(live, start(*def, live.inst, id, std::move(input), std::nullopt, now_ms()), true);
   return true;

@@ -9,6 +9,9 @@ namespace saga {
 namespace {
 
 constexpr std::string_view kSchedulePrefix = "schedule/";
+// A fire found due more than this late was missed, not merely reached late: the machine was
+// suspended or the clock jumped forward. Its schedule's `catchup` decides, as after a downtime.
+constexpr Millis kLateness{60'000};
 constexpr std::string_view kPausedPrefix = "paused/";
 
 std::string entry_key(const std::string& workflow, uint32_t index) {
@@ -109,7 +112,9 @@ void Scheduler::sync(const std::vector<DefinitionPtr>& current, const Unloaded& 
           resumed = true;
         }
         Entry& added = entries_.emplace(key, std::move(e)).first->second;
-        if (resumed) {
+        if (resumed && rewind_if_ahead(added, now)) {
+          save(key, added);
+        } else if (resumed) {
           catch_up(key, added, now, first ? Missed::downtime : Missed::unloaded);
         } else {
           save(key, added);
@@ -174,6 +179,17 @@ void Scheduler::sync(const std::vector<DefinitionPtr>& current, const Unloaded& 
       it = restored_.erase(it);
     }
   }
+  // A pause goes with the last schedule of its workflow: hidden, it would hold the schedules of
+  // a workflow added later under the same name.
+  for (auto it = paused_.begin(); it != paused_.end();) {
+    if (has_schedules(*it)) {
+      ++it;
+      continue;
+    }
+    spdlog::info("schedules of {}: the pause is forgotten with the last of them", *it);
+    host_.persist(std::string(kPausedPrefix) + *it, std::nullopt, nullptr);
+    it = paused_.erase(it);
+  }
 }
 
 void Scheduler::catch_up(const std::string& key, Entry& e, TimePoint now, Missed why) {
@@ -194,6 +210,8 @@ void Scheduler::catch_up(const std::string& key, Entry& e, TimePoint now, Missed
         plan.last_skipped ? format_rfc3339(*plan.last_skipped) : "?",
         why == Missed::downtime   ? "while sagad was down"
         : why == Missed::unloaded ? "while its workflow was not loaded"
+        : why == Missed::late     ? "while sagad could not run them (the machine was suspended, "
+                                    "or the clock jumped forward)"
                                   : "at once (was the clock changed?)",
         catchup_name(policy), e.spec.max_catchup, e.started - started_before);
   }
@@ -224,10 +242,29 @@ void Scheduler::fire(Entry& e, TimePoint at) {
 void Scheduler::tick() {
   const TimePoint now = clock_.now();
   for (auto& [key, e] : entries_) {
-    if (paused_.contains(e.def->name) || !e.next || *e.next > now) continue;
+    if (paused_.contains(e.def->name)) continue;
+    if (rewind_if_ahead(e, now)) {
+      save(key, e);
+      continue;
+    }
+    if (!e.next || *e.next > now) continue;
+    if (*e.next < now - kLateness) catch_up(key, e, now - kLateness, Missed::late);
     catch_up(key, e, now, Missed::while_running);
     e.next = next_fire(e.cron, *e.zone, e.cursor);
   }
+}
+
+bool Scheduler::rewind_if_ahead(Entry& e, TimePoint now) {
+  if (e.cursor <= now + kLateness) return false;
+  // The clock was ahead when these fires were decided, or has been set back since. Left as it
+  // is, the schedule would wait, silent, for the clock to catch up with it.
+  spdlog::warn(
+      "schedule {}: fires up to {} were decided, which is later than now ({}): the clock was "
+      "set back; counting starts over now",
+      label(e), format_rfc3339(e.cursor), format_rfc3339(now));
+  e.cursor = now;
+  e.next = next_fire(e.cron, *e.zone, e.cursor);
+  return true;
 }
 
 std::optional<TimePoint> Scheduler::next_wakeup() const {

@@ -64,7 +64,9 @@ class Scheduler {
   // workflow again. Catches up, under each schedule's policy, on the fires missed while sagad was
   // down or the workflow could not be loaded.
   void sync(const std::vector<DefinitionPtr>& current, const Unloaded& unloaded = {});
-  // Starts every fire due by now.
+  // Starts every fire due by now. A fire more than a minute late was missed (the machine was
+  // suspended, the clock jumped) and its schedule's `catchup` applies. Call it at least every few
+  // seconds while schedules exist, not only when next_wakeup() comes: the clock may be set back.
   void tick();
   // When tick() has something to do next; nullopt: never (no active schedule).
   std::optional<TimePoint> next_wakeup() const;
@@ -90,10 +92,13 @@ class Scheduler {
     uint64_t started = 0, skipped_overlap = 0, skipped_catchup = 0;
   };
 
-  // Why fires were missed: the policy applies to the first two.
-  enum class Missed { downtime, unloaded, while_running };
+  // Why fires were missed: the policy applies to all but the last, which is fires that came due
+  // since the last tick (and less than a minute ago).
+  enum class Missed { downtime, unloaded, late, while_running };
   void catch_up(const std::string& key, Entry& e, TimePoint now, Missed why);
   void fire(Entry& e, TimePoint at);
+  // A cursor ahead of the clock starts over now (true; not saved).
+  bool rewind_if_ahead(Entry& e, TimePoint now);
   static json record(const Entry& e);
   void save(const std::string& key, const Entry& e);
   bool has_schedules(const std::string& workflow) const;

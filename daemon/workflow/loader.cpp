@@ -744,6 +744,7 @@ class Loader {
       if (auto* x = fields.find("input")) {
         if (x->value.IsMap()) {
           sd.input = converter_.convert(x->value);
+          check_schedule_input(*x, sd.input, who);
           schedule_inputs_.emplace_back(def_.schedules.size(), x->value.Mark());
         } else if (!x->value.IsNull()) {
           diags_.add(x->mark(),
@@ -1120,6 +1121,28 @@ class Loader {
     }
     for (const TemplateRef& ref : *refs) {
       if (auto why = check_ref(ref, self, compensation)) diags_.add(node.Mark(), *why);
+    }
+  }
+
+  // A schedule's input is rendered when it fires, with what a fire knows: its time, its
+  // instance id and the workflow's name.
+  void check_schedule_input(const Field& f, const json& input, const std::string& who) {
+    auto refs = find_templates(input);
+    if (!refs) {
+      std::istringstream lines(refs.error().message);
+      for (std::string line; std::getline(lines, line);) diags_.add(f.mark(), line);
+      return;
+    }
+    for (const TemplateRef& ref : *refs) {
+      const std::vector<std::string>& p = ref.path;
+      const bool known = p.size() == 2 && ((p[0] == "schedule" && p[1] == "fire_time") ||
+                                           (p[0] == "instance" && p[1] == "id") ||
+                                           (p[0] == "workflow" && p[1] == "name"));
+      if (!known) {
+        diags_.add(f.mark(), "\"input\" of " + who + ": template ${{ " + ref.expression +
+                                 " }} cannot be used in a schedule's input, which can use "
+                                 "schedule.fire_time, instance.id and workflow.name");
+      }
     }
   }
 

@@ -9,7 +9,7 @@ TICK = """
 name: tick
 schedule:
   - cron: "* * * * * *"
-    input: {source: cron}
+    input: {source: cron, fired: "${{ schedule.fire_time }}", by: "${{ workflow.name }}"}
     catchup: latest
 steps:
   - name: echo
@@ -58,7 +58,8 @@ def test_every_second_schedule_starts_instances_on_time(daemon):
         assert datetime.timedelta(0) <= created - fire < datetime.timedelta(milliseconds=800), inst
         # Never for a time before the schedule was loaded.
         assert fire.timestamp() > loaded - 1.0
-        assert inst["input"] == {"source": "cron"}
+        # A schedule's input is rendered when it fires.
+        assert inst["input"] == {"source": "cron", "fired": at, "by": "tick"}
     times = [parse(i["id"].split("@")[1]) for i in insts]
     assert all(b - a == datetime.timedelta(seconds=1) for a, b in zip(times, times[1:])), times
     done = daemon.wait_for(insts[0]["id"], lambda d: d["state"] == "completed")
@@ -144,7 +145,8 @@ def test_editing_and_removing_a_schedule_takes_effect_on_reload(daemon):
     count = len(fires(daemon))
     time.sleep(1.2)
     assert len(fires(daemon)) == count
-    daemon.add_workflow("tick.yaml", TICK.replace('schedule:\n  - cron: "* * * * * *"\n    input: {source: cron}\n    catchup: latest\n', ""))
+    daemon.add_workflow("tick.yaml", TICK.replace('schedule:\n  - cron: "* * * * * *"\n    input: {source: cron, fired: "${{ schedule.fire_time }}", by: "${{ workflow.name }}"}\n'
+                                 '    catchup: latest\n', ""))
     wait_until(lambda: schedules(daemon) == [])
 
 

@@ -311,21 +311,105 @@ TEST_CASE("a schedule's second entry has its own ids", "[scheduler]") {
         std::vector<std::string>{"wf@2026-11-23T01:00:00Z", "wf#2@2026-11-23T01:00:00Z"});
 }
 
-TEST_CASE("while running, fires due at once (suspend, clock jump) start up to max_catchup",
-          "[scheduler]") {
+TEST_CASE("while running, fires less than a minute late all start", "[scheduler]") {
   FakeClock clock(utc("2026-11-23T00:30:00Z"));
   FakeHost host;
   Scheduler s(clock, host);
   s.restore({});
-  ScheduleDef every_minute = hourly(Catchup::none, Overlap::allow, 3);
-  every_minute.cron = "* * * * *";
-  s.sync({workflow("wf", {every_minute})});
-  clock.set("2026-11-23T00:40:00Z");  // ten fires due, 00:31 .. 00:40
+  ScheduleDef every_second = hourly(Catchup::none, Overlap::allow, 100);
+  every_second.cron = "* * * * * *";
+  s.sync({workflow("wf", {every_second})});
+  clock.set("2026-11-23T00:30:03Z");  // a loop held up for three seconds
   s.tick();
-  CHECK(host.order == std::vector<std::string>{"wf@2026-11-23T00:38:00Z", "wf@2026-11-23T00:39:00Z",
-                                               "wf@2026-11-23T00:40:00Z"});
-  CHECK(s.list()["schedules"][0]["skipped_catchup"] == 7);
-  CHECK(show(s.next_wakeup()) == "2026-11-23T00:41:00.000Z");
+  CHECK(host.order == std::vector<std::string>{"wf@2026-11-23T00:30:01Z", "wf@2026-11-23T00:30:02Z",
+                                               "wf@2026-11-23T00:30:03Z"});
+  CHECK(s.list()["schedules"][0]["skipped_catchup"] == 0);
+}
+
+TEST_CASE("while running, fires more than a minute late (suspend, clock jump) follow catchup",
+          "[scheduler]") {
+  struct Case {
+    Catchup catchup;
+    std::vector<std::string> started;
+    int skipped;
+  };
+  // Ten fires due, 00:31 .. 00:40: those up to 00:39 are more than a minute late.
+  const Case cases[] = {
+      {Catchup::none, {"wf@2026-11-23T00:40:00Z"}, 9},
+      {Catchup::latest, {"wf@2026-11-23T00:39:00Z", "wf@2026-11-23T00:40:00Z"}, 8},
+      {Catchup::all,
+       {"wf@2026-11-23T00:37:00Z", "wf@2026-11-23T00:38:00Z", "wf@2026-11-23T00:39:00Z",
+        "wf@2026-11-23T00:40:00Z"},
+       6},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(static_cast<int>(c.catchup));
+    FakeClock clock(utc("2026-11-23T00:30:00Z"));
+    FakeHost host;
+    Scheduler s(clock, host);
+    s.restore({});
+    ScheduleDef every_minute = hourly(c.catchup, Overlap::allow, 3);
+    every_minute.cron = "* * * * *";
+    s.sync({workflow("wf", {every_minute})});
+    clock.set("2026-11-23T00:40:00Z");
+    s.tick();
+    CHECK(host.order == c.started);
+    CHECK(s.list()["schedules"][0]["skipped_catchup"] == c.skipped);
+    CHECK(show(s.next_wakeup()) == "2026-11-23T00:41:00.000Z");
+  }
+}
+
+TEST_CASE("a clock set back does not silence a schedule", "[scheduler]") {
+  FakeClock clock(utc("2027-11-23T00:30:00Z"));  // a year ahead
+  FakeHost host;
+  auto def = workflow("wf", {hourly()});
+  {
+    Scheduler s(clock, host);
+    s.restore({});
+    s.sync({def});
+    // Set back while running: the next tick counts from the clock's time.
+    clock.set("2026-11-23T00:30:00Z");
+    s.tick();
+    CHECK(show(s.next_wakeup()) == "2026-11-23T01:00:00.000Z");
+    clock.set("2026-11-23T01:00:00Z");
+    s.tick();
+    CHECK(host.order == std::vector<std::string>{"wf@2026-11-23T01:00:00Z"});
+  }
+  {
+    // Journaled a year ahead, restarted with the right time.
+    FakeHost ahead;
+    clock.set("2027-11-23T00:30:00Z");
+    Scheduler s1(clock, ahead);
+    s1.restore({});
+    s1.sync({def});
+    clock.set("2026-11-23T00:30:00Z");
+    Scheduler s2(clock, ahead);
+    s2.restore(ahead.journaled());
+    s2.sync({def});
+    CHECK(show(s2.next_wakeup()) == "2026-11-23T01:00:00.000Z");
+    CHECK(ahead.order.empty());
+  }
+}
+
+TEST_CASE("removing a paused workflow's schedules forgets the pause", "[scheduler]") {
+  FakeClock clock(utc("2026-11-23T00:30:00Z"));
+  FakeHost host;
+  Scheduler s(clock, host);
+  s.restore({});
+  s.sync({workflow("wf", {hourly()}), workflow("other", {hourly()})});
+  REQUIRE(s.pause("wf", nullptr));
+  REQUIRE(s.pause("other", nullptr));
+  CHECK(host.records.contains("paused/wf"));
+  s.sync({workflow("wf", {}), workflow("other", {hourly()})});  // wf keeps no schedule
+  CHECK(!host.records.contains("paused/wf"));
+  CHECK(host.records.contains("paused/other"));
+  s.sync({workflow("wf", {hourly()}), workflow("other", {hourly()})});
+  const json listed = s.list()["schedules"];
+  REQUIRE(listed.size() == 2);
+  CHECK(listed[0]["workflow"] == "other");
+  CHECK(listed[0]["paused"] == true);
+  CHECK(listed[1]["workflow"] == "wf");
+  CHECK(listed[1]["paused"] == false);
 }
 
 TEST_CASE("a schedule in a time zone fires at its local time", "[scheduler]") {

@@ -924,6 +924,11 @@ TEST_CASE("schedule errors point at the line and column", "[loader][schedule]") 
        "name: wf\nschedule:\n  - cron: \"0 3 * * *\"\n    input: [1]\n"
        "steps: [{name: a, uses: noop}]\n",
        {"wf.yaml:4:12: \"input\" of schedule 1 must be a mapping, not a list"}},
+      {"input uses what a fire does not know",
+       "name: wf\nschedule:\n  - cron: \"0 3 * * *\"\n    input: {at: [\"${{ input.a }}\"]}\n"
+       "steps: [{name: a, uses: noop}]\n",
+       {"wf.yaml:4:12: \"input\" of schedule 1: template ${{ input.a }} cannot be used in a "
+        "schedule's input, which can use schedule.fire_time, instance.id and workflow.name"}},
       {"input lacks required keys",
        "name: wf\ninput: {required: [a, b]}\nschedule:\n  - cron: \"0 3 * * *\"\n"
        "    input: {a: 1}\n  - cron: \"0 4 * * *\"\nsteps: [{name: a, uses: noop}]\n",
