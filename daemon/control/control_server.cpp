@@ -15,7 +15,8 @@ namespace saga {
 
 namespace {
 
-// A client that does not read its replies is cut off before it costs more than this.
+// A client that does not read its replies is cut off once more than this waits for it when
+// another reply comes: one reply, whatever its size, is always queued.
 constexpr size_t kMaxQueuedBytes = 8 << 20;
 
 bool someone_answers(const std::string& path) {
@@ -92,8 +93,9 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
       if (n > 0) line.erase(0, static_cast<size_t>(n));
     }
     auto* text = new std::string(std::move(line));
-    // What the kernel took already does not count: a burst to a peer that keeps reading is fine.
-    if (backlog() + text->size() > kMaxQueuedBytes) {
+    // What the kernel took already does not count: a burst to a peer that keeps reading is fine,
+    // and so is one large reply (a listing of large instances) to a peer that reads it.
+    if (backlog() > kMaxQueuedBytes) {
       delete text;
       spdlog::warn("control: a client that does not read its replies was disconnected");
       shutdown();

@@ -160,6 +160,53 @@ TEST_CASE("a peer that does not read is cut off after the grace period") {
   CHECK(all.find("\"bye\"") == std::string::npos);
 }
 
+TEST_CASE("a reply larger than the queue limit reaches a peer that reads it") {
+  const std::string blob(12 << 20, 'x');  // past the 8 MiB that may wait for a peer
+  TestServer server([&](ControlServer::Call call) {
+    ControlServer::reply(call.conn, call.id, {{"blob", blob}});
+  });
+  int fd = connect_to(server.path(), R"({"jsonrpc":"2.0","id":1,"method":"big"})"
+                                     "\n");
+  std::string got;
+  char buf[65536];
+  while (got.find('\n') == std::string::npos) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    REQUIRE(n > 0);
+    got.append(buf, static_cast<size_t>(n));
+  }
+  auto first = json::parse(got.substr(0, got.find('\n')));
+  CHECK(first["id"] == 1);
+  CHECK(first["result"]["blob"].get_ref<const std::string&>().size() == blob.size());
+  // The connection goes on.
+  const std::string next = R"({"jsonrpc":"2.0","id":2,"method":"big"})"
+                           "\n";
+  REQUIRE(::write(fd, next.data(), next.size()) == static_cast<ssize_t>(next.size()));
+  got = read_until(fd, [](const std::string& got) { return got.find('\n') != std::string::npos; });
+  CHECK(json::parse(got.substr(0, got.find('\n')))["id"] == 2);
+}
+
+TEST_CASE("a peer that sends requests and does not read their replies is cut off") {
+  const std::string blob(3 << 20, 'x');
+  TestServer server([&](ControlServer::Call call) {
+    ControlServer::reply(call.conn, call.id, {{"blob", blob}});
+  });
+  std::string requests;
+  for (int i = 1; i <= 20; ++i) {
+    requests += R"({"jsonrpc":"2.0","id":)" + std::to_string(i) + R"(,"method":"big"})" + "\n";
+  }
+  int fd = connect_to(server.path(), requests);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  timeval five{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof(five));
+  char buf[65536];
+  ssize_t n;
+  size_t total = 0;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) total += static_cast<size_t>(n);
+  ::close(fd);
+  CHECK(n == 0);  // the server hung up; a timeout would be -1
+  CHECK(total < 20 * blob.size());
+}
+
 TEST_CASE("a handler that throws gets its caller an internal error, and the server goes on") {
   TestServer server([](ControlServer::Call call) {
     if (call.method == "boom") throw std::runtime_error("unexpected");
