@@ -595,6 +595,21 @@ int main(int argc, char** argv) {
     if (!wf_filter.empty()) params["workflow"] = wf_filter;
     if (!cursor.empty()) params["cursor"] = cursor;
     rc = call(o, "list", params, result);
+    // sagad ends a page early when it has read many instances without filling it, or when the
+    // page is large: the next pages fill this one up to --limit (a filter that matches few of many
+    // instances), while what was fetched stays modest.
+    size_t fetched = rc == kOk ? result["instances"].dump().size() : 0;
+    while (rc == kOk && result["instances"].size() < static_cast<size_t>(limit) &&
+           !result["next_cursor"].is_null() && fetched < (size_t{16} << 20)) {
+      json more;
+      params["cursor"] = result["next_cursor"];
+      params["limit"] = static_cast<size_t>(limit) - result["instances"].size();
+      rc = call(o, "list", params, more);
+      if (rc != kOk) break;
+      fetched += more["instances"].dump().size();
+      for (auto& i : more["instances"]) result["instances"].push_back(std::move(i));
+      result["next_cursor"] = std::move(more["next_cursor"]);
+    }
     if (rc == kOk && !o.json) {
       std::vector<std::vector<std::string>> rows{{"ID", "WORKFLOW", "STATE", "CREATED", "UPDATED"}};
       for (const auto& i : result["instances"]) {

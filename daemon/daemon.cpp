@@ -111,6 +111,9 @@ constexpr size_t kWatchBacklogBytes = 1 << 20;
 // How long a dropped watcher has to read the notice that says why before it is cut off.
 constexpr uint64_t kWatchDropGraceMs = 10'000;
 
+// The largest step output (its JSON text) that is journaled; a larger one fails the step.
+constexpr size_t kMaxOutputBytes = size_t{32} << 20;
+
 // The longest the loop waits for a timer before it looks at the wall clock again.
 constexpr Millis kWallClockStep{5'000};
 
@@ -822,6 +825,14 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
           // Most steps return nothing, which the SDK sends as {}: no parse for that.
           if (reply.data == "{}") {
             r.output = json::object();
+          } else if (reply.data.size() > kMaxOutputBytes) {
+            // It would go to the journal, and to every client that lists the instance.
+            r.outcome = Outcome::fail;
+            r.error = fmt::format(
+                "the step type returned an output of {:.1f} MiB, more than the {} MiB a step "
+                "output may hold; keep large data elsewhere and return a reference to it",
+                static_cast<double>(reply.data.size()) / (1 << 20), kMaxOutputBytes >> 20);
+            break;
           } else if (json_nests_deeper_than(reply.data)) {
             r.outcome = Outcome::retry;
             r.error = "the step type returned an output that nests more than " +

@@ -43,7 +43,7 @@ class Client {
   explicit Client(int fd) : fd_(fd) {}
   int fd_ = -1;
   int64_t next_id_ = 1;
-  LineBuffer buffer_{64 << 20};
+  LineBuffer buffer_{size_t{1} << 30};  // an instance holds step outputs of up to 32 MiB each
   std::vector<std::string> lines_;
   size_t line_pos_ = 0;
 };

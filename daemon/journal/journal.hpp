@@ -52,6 +52,10 @@ struct ListFilter {
   std::optional<std::string> workflow;
   uint32_t limit = 50;
   std::optional<std::string> cursor;  // from a previous page's next_cursor
+  // Bounds on one page's work, so that a listing never holds up the loop thread for long: past
+  // either the page ends early, possibly empty, with a next_cursor that goes on from there.
+  size_t max_examined = 10'000;         // instance records read
+  size_t max_bytes = size_t{16} << 20;  // of the records returned (at least one is)
 };
 
 // An instance that retention may delete.

@@ -503,24 +503,40 @@ class RocksDbJournal final : public Journal {
       it->SeekToLast();
     }
     ListPage page;
-    std::string last_key;
+    std::string last_key, page_end;  // the last record examined, and the last one returned
+    size_t examined = 0, bytes = 0;
     for (; it->Valid(); it->Prev()) {
-      std::string id = it->key().ToString().substr(8);
+      if (examined == filter.max_examined) {
+        page.next_cursor = to_hex(last_key);  // the last record examined
+        break;
+      }
+      ++examined;
+      last_key = it->key().ToString();
+      std::string id = last_key.substr(8);
       auto state = get(options, kInstances, id);
       if (!state) return std::unexpected(state.error());
       if (!*state) continue;
+      // The filters need only two fields: a record is parsed whole only when it is a candidate.
+      if (filter.state && (*state)->find("\"" + *filter.state + "\"") == std::string::npos) {
+        continue;
+      }
+      if (filter.workflow && (*state)->find("\"" + *filter.workflow + "\"") == std::string::npos) {
+        continue;
+      }
       // A damaged record is left out rather than failing every listing; recovery reports it.
       auto record = nlohmann::json::parse(**state, nullptr, false);
       if (!record.is_object()) continue;
       if (filter.state && !string_field_is(record, "state", *filter.state)) continue;
       if (filter.workflow && !string_field_is(record, "workflow", *filter.workflow)) continue;
       // Only a further match proves that there is another page.
-      if (page.states.size() == filter.limit) {
-        page.next_cursor = to_hex(last_key);
+      if (page.states.size() == filter.limit ||
+          (!page.states.empty() && bytes + (*state)->size() > filter.max_bytes)) {
+        page.next_cursor = to_hex(page_end);
         break;
       }
+      bytes += (*state)->size();
       page.states.push_back(std::move(**state));
-      last_key = it->key().ToString();
+      page_end = last_key;
     }
     if (!it->status().ok()) return storage_error(dir_, "listing instances", it->status());
     return page;

@@ -228,6 +228,38 @@ def test_list_filters_and_cursor_pagination(daemon):
     assert r.returncode == 0 and r.stdout == "no instances\n"
 
 
+def test_list_finds_a_rare_match_among_many_and_lists_large_instances(daemon):
+    daemon.add_workflow("mixed.yaml", MIXED)
+    daemon.add_workflow("big.yaml", BIG)
+    daemon.add_example("hello.yaml")
+    daemon.start()
+    start_many(daemon, "mixed", [{"fail": True}])
+    # More instances than one page reads: sagad ends its pages early, and sagactl goes on.
+    rpc = Rpc(daemon.socket)
+    for _ in range(10_050):
+        rpc.send("start", {"workflow": "hello", "input": {}})
+    assert all("result" in rpc.read(timeout=120) for _ in range(10_050))
+    rpc.close()
+    code, doc = daemon.ctl_json("list", "--state", "compensated")
+    assert code == 0 and [i["workflow"] for i in doc["instances"]] == ["mixed"], doc
+    assert doc["next_cursor"] is None
+    r = daemon.ctl("list", "--workflow", "mixed")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stdout
+
+    # Instances of 3 MiB each (input and three outputs): a page of 50 is far more than a reply
+    # may wait for a client; the listing still comes, in pages that sagactl puts together.
+    blob = os.path.join(daemon.root, "blob.json")
+    with open(blob, "w") as f:
+        json.dump({"blob": "x" * (768 << 10)}, f)
+    for _ in range(8):
+        r = daemon.ctl("start", "big", "--input-file", blob, "--wait")
+        assert r.returncode == 0, r.stderr
+    code, doc = daemon.ctl_json("list", "--workflow", "big")
+    assert code == 0 and len(doc["instances"]) == 8, len(doc["instances"])
+    r = daemon.ctl("list", "--limit", "20")
+    assert r.returncode == 0 and r.stdout.count(" big ") == 8, r.stdout
+
+
 PROGRESS = """
 name: progress
 steps:

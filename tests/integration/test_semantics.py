@@ -629,3 +629,27 @@ def test_a_second_sagad_on_the_same_state_names_the_holder(daemon):
     assert second.returncode != 0
     assert f"pid {daemon.proc.pid}" in second.stderr and daemon.state in second.stderr
     assert daemon.ctl("ping").returncode == 0
+
+
+def test_a_step_output_larger_than_32_mib_fails_the_step(daemon, tmp_path):
+    # 40 copies of an input of 900 KiB: 35 MiB of output, which is not journaled.
+    keys = ", ".join(f'k{i}: "${{{{ input.blob }}}}"' for i in range(40))
+    daemon.add_workflow("huge.yaml", f"""
+name: huge
+steps:
+  - name: a
+    uses: testing.noop
+    compensate: {{uses: testing.noop}}
+  - name: b
+    uses: testing.echo
+    with: {{{keys}}}
+""")
+    daemon.start()
+    blob = tmp_path / "blob.json"
+    blob.write_text(json.dumps({"blob": "x" * (900 << 10)}))
+    code, out = daemon.ctl_json("start", "huge", "--input-file", str(blob), "--wait")
+    assert code == 1 and out["instance"]["state"] == "compensated", out["instance"]["state"]
+    step = out["instance"]["steps"][1]
+    assert step["state"] == "failed" and step["attempts"] == 1
+    assert step["error"].startswith("the step type returned an output of 35.2 MiB, more than the "
+                                    "32 MiB a step output may hold"), step["error"]

@@ -438,6 +438,35 @@ TEST_CASE("list filters by state and workflow, also across pages") {
   CHECK(all_pages(*j, f) == std::vector<std::vector<std::string>>{{}});
 }
 
+TEST_CASE("a page examines a bounded number of records and returns a bounded number of bytes") {
+  TempDir dir;
+  auto j = open_ok(dir.path);
+  CommitBatch b;
+  for (int i = 0; i < 7; ++i) {
+    std::string id = "i" + std::to_string(i);
+    b.instances.push_back(instance_write(
+        id, 1000 + i, state_json(id, i == 0 || i == 6 ? "failed" : "completed"), true, 1, 1, true));
+  }
+  commit_ok(*j, b);
+
+  // Few matches far apart: pages end early, even empty, and the listing still finds them all.
+  ListFilter f;
+  f.state = "failed";
+  f.max_examined = 2;
+  CHECK(all_pages(*j, f) == std::vector<std::vector<std::string>>{{"i6"}, {}, {}, {"i0"}});
+  f.max_examined = 10'000;
+  CHECK(all_pages(*j, f) == std::vector<std::vector<std::string>>{{"i6", "i0"}});
+
+  // Large records: a page holds as many as fit, and always at least one.
+  ListFilter g;
+  const size_t one = state_json("i0", "completed").size();
+  g.max_bytes = 2 * one + 1;
+  CHECK(all_pages(*j, g) ==
+        std::vector<std::vector<std::string>>{{"i6", "i5"}, {"i4", "i3"}, {"i2", "i1"}, {"i0"}});
+  g.max_bytes = 1;
+  CHECK(all_pages(*j, g).size() == 7);
+}
+
 TEST_CASE("a malformed cursor or a zero limit is an invalid argument") {
   TempDir dir;
   auto j = open_ok(dir.path);
