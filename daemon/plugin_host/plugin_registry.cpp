@@ -1,5 +1,6 @@
 #include "plugin_host/plugin_registry.hpp"
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -23,15 +24,22 @@ namespace saga {
 namespace fs = std::filesystem;
 
 // Owned by the registry for the life of the process; never unloaded. The copy stays open as long
-// as the library: the loader knows a library by the path it was opened with, and a number closed
-// and reused for another copy would make dlopen return this library for that one.
+// as the library is loaded: the loader knows a library by the path it was opened with, and a
+// number closed and reused for another copy would make dlopen return this library for that one.
+// The loader may keep a library after dlclose (one with unique symbols, as under ASan): its copy
+// then stays open too.
 struct PluginRegistry::Library {
   Library() = default;
   Library(const Library&) = delete;
   Library& operator=(const Library&) = delete;
   ~Library() {
     library.unload();
-    if (copy_fd >= 0) ::close(copy_fd);
+    if (copy_fd < 0) return;
+    if (void* kept = ::dlopen(copy_path.c_str(), RTLD_NOW | RTLD_NOLOAD)) {
+      ::dlclose(kept);
+      return;
+    }
+    ::close(copy_fd);
   }
   int copy_fd = -1;
   std::string copy_path;  // /proc/self/fd/N
