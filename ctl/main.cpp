@@ -718,6 +718,8 @@ int main(int argc, char** argv) {
           }
         }
       }
+      for (const auto& e : result["errors"])
+        std::cout << "\nerror: " << text_of(e["error"]) << "\n";
     }
   } else if (stats->parsed()) {
     rc = call(o, "stats", json::object(), result);

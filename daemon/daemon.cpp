@@ -1510,7 +1510,9 @@ json Daemon::plugins_json() const {
                     {"abi", fmt::format("{}.{}", p.abi_major, p.abi_minor)},
                     {"step_types", std::move(types)}});
   }
-  return {{"plugins", std::move(list)}};
+  json errors = json::array();
+  for (const auto& e : plugins_.errors()) errors.push_back({{"file", e.file}, {"error", e.error}});
+  return {{"plugins", std::move(list)}, {"errors", std::move(errors)}};
 }
 
 void Daemon::on_call(ControlServer::Call call) {

@@ -45,7 +45,7 @@ struct AttemptResult {
   uint32_t attempt = 0;
   Outcome outcome = Outcome::ok;
   json output;        // ok
-  std::string error;  // retry, fail
+  std::string error;  // retry, fail; when empty, the step's error says it had no message
 };
 
 // Applies one event to the instance. The only function that changes an Instance.

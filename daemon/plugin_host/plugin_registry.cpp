@@ -1,9 +1,18 @@
 #include "plugin_host/plugin_registry.hpp"
 
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
 #include <boost/dll/import.hpp>
 #include <boost/dll/shared_library.hpp>
+#include <cerrno>
 #include <cstddef>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <optional>
@@ -14,8 +23,27 @@ namespace saga {
 
 namespace fs = std::filesystem;
 
-// Owned by the registry for the life of the process; never unloaded.
+// Owned by the registry for the life of the process; never unloaded. The copy stays open as long
+// as the library is loaded: the loader knows a library by the path it was opened with, and a
+// number closed and reused for another copy would make dlopen return this library for that one.
+// The loader may keep a library after dlclose (one with unique symbols, as under ASan): its copy
+// then stays open too.
 struct PluginRegistry::Library {
+  Library() = default;
+  Library(const Library&) = delete;
+  Library& operator=(const Library&) = delete;
+  ~Library() {
+    library.unload();
+    if (copy_fd < 0) return;
+    if (void* kept = ::dlopen(copy_path.c_str(), RTLD_NOW | RTLD_NOLOAD)) {
+      ::dlclose(kept);
+      return;
+    }
+    ::close(copy_fd);
+  }
+  int copy_fd = -1;
+  std::string copy_path;  // /proc/self/fd/N
+  FileStamp copied_from;
   boost::dll::shared_library library;
 };
 
@@ -78,8 +106,9 @@ std::optional<std::string> check_array(const StridedArray<Struct>& array, size_t
   return std::nullopt;
 }
 
-// dlerror() already names the file; the registry's message names it once, up front.
-std::string load_failure(const std::string& path, const std::exception& e) {
+// dlerror() names the copy it loaded: the registry's message names the file, once, up front.
+std::string load_failure(const std::string& path, const std::string& copy_path,
+                         const std::exception& e) {
   std::string what = e.what();
   static constexpr std::string_view kMarker = "(dlerror system message: ";
   if (auto start = what.find(kMarker); start != std::string::npos) {
@@ -87,10 +116,99 @@ std::string load_failure(const std::string& path, const std::exception& e) {
     auto end = what.rfind(')');
     what = what.substr(start, end > start ? end - start : std::string::npos);
   }
-  if (what.starts_with(path + ": ")) what.erase(0, path.size() + 2);
+  if (what.starts_with(copy_path + ": ")) what.erase(0, copy_path.size() + 2);
+  for (size_t at; (at = what.find(copy_path)) != std::string::npos;) {
+    what.replace(at, copy_path.size(), path);
+  }
   std::replace(what.begin(), what.end(), '\n', ' ');
   return "cannot be loaded: " + what;
 }
+
+class UniqueFd {
+ public:
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+// Linux 6.3's MFD_EXEC, which glibc 2.36 does not define: it keeps a memfd executable where
+// vm.memfd_noexec=1 would seal it against execution. Older kernels refuse it with EINVAL, and
+// every memfd of theirs is executable.
+constexpr unsigned kMfdExec = 0x0010U;
+
+std::string errno_text(const char* what) {
+  return std::string(what) + ": " + std::strerror(errno);
+}
+
+}  // namespace
+
+PluginRegistry::FileStamp PluginRegistry::stamp_of(const struct stat& st) {
+  return {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino),
+          static_cast<int64_t>(st.st_size),
+          static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec,
+          static_cast<int64_t>(st.st_ctim.tv_sec) * 1'000'000'000 + st.st_ctim.tv_nsec};
+}
+
+// The loader maps the file it opens, so writing into that file (cp over an installed plugin
+// writes into the same inode) would change code under running steps: it loads a sealed memfd
+// holding the file's bytes instead.
+Result<const PluginRegistry::Library*> PluginRegistry::load_library(const std::string& path) {
+  auto cannot = [&](const std::string& why) {
+    return refuse(ErrorCode::invalid_argument, path, "cannot be loaded: " + why);
+  };
+  UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (file.get() < 0) return cannot(std::strerror(errno));
+  struct stat st {};
+  if (::fstat(file.get(), &st) != 0) return cannot(errno_text("fstat"));
+  if (!S_ISREG(st.st_mode)) return cannot("not a regular file");
+
+  std::string name = fs::path(path).filename().string().substr(0, 200);
+  unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
+  int fd = ::memfd_create(name.c_str(), flags | kMfdExec);
+  if (fd < 0 && errno == EINVAL) fd = ::memfd_create(name.c_str(), flags);
+  if (fd < 0) return cannot("no private copy to load: " + errno_text("memfd_create"));
+  UniqueFd copy(fd);
+  std::array<char, 1 << 16> buffer;
+  for (;;) {
+    ssize_t n = ::read(file.get(), buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return cannot(errno_text("read"));
+    if (n == 0) break;
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w = ::write(copy.get(), buffer.data() + done, static_cast<size_t>(n - done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return cannot("no private copy to load: " + errno_text("write"));
+      done += w;
+    }
+  }
+  if (::fcntl(copy.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) !=
+      0) {
+    return cannot("no private copy to load: " + errno_text("sealing it"));
+  }
+
+  auto lib = std::make_unique<Library>();
+  lib->copy_path = "/proc/self/fd/" + std::to_string(copy.get());
+  lib->copied_from = stamp_of(st);
+  try {
+    lib->library.load(lib->copy_path,
+                      boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+  } catch (const std::exception& e) {
+    return refuse(ErrorCode::invalid_argument, path, load_failure(path, lib->copy_path, e));
+  }
+  lib->copy_fd = copy.release();
+  libraries_.push_back(std::move(lib));
+  return libraries_.back().get();
+}
+
+namespace {
 
 // One attempt's state, shared by the host callbacks; lives on invoke()'s stack.
 struct HostContext {
@@ -135,21 +253,28 @@ const saga_host_api kHostApi = {sizeof(saga_host_api), &host_set_result, &host_c
 }  // namespace
 
 Result<void> PluginRegistry::load_file(const std::string& path) {
-  auto lib = std::make_unique<Library>();
-  try {
-    lib->library.load(path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
-  } catch (const std::exception& e) {
-    return refuse(ErrorCode::invalid_argument, path, load_failure(path, e));
-  }
-  // From here on the library stays loaded even when refused: unloading would run the plugin's
-  // destructors and unmap code that threads it started may still be running. dlopen returns the
-  // same handle for a file already loaded, and that file is held once.
-  auto held = std::find_if(libraries_.begin(), libraries_.end(), [&](const auto& l) {
-    return l->library.native() == lib->library.native();
-  });
-  if (held == libraries_.end()) held = libraries_.insert(held, std::move(lib));
-  const boost::dll::shared_library& library = (*held)->library;
+  return load_and_record(path, "");
+}
 
+Result<void> PluginRegistry::load_and_record(const std::string& path, const std::string& dir) {
+  auto library = load_library(path);
+  if (!library) {
+    refused_[path] = {dir, library.error(), std::nullopt};
+    return std::unexpected(library.error());
+  }
+  auto added = add_plugin(path, **library);
+  if (added) {
+    refused_.erase(path);
+  } else {
+    refused_[path] = {dir, added.error(), (*library)->copied_from};
+  }
+  return added;
+}
+
+// The library stays loaded even when refused: unloading would run the plugin's destructors and
+// unmap code that threads it started may still be running.
+Result<void> PluginRegistry::add_plugin(const std::string& path, const Library& lib) {
+  const boost::dll::shared_library& library = lib.library;
   const saga_plugin* plugin = nullptr;
   try {
     if (!library.has(SAGA_PLUGIN_ENTRY_SYMBOL) ||
@@ -283,8 +408,10 @@ std::vector<Error> PluginRegistry::load_directory(const std::string& dir) {
     if (it->path().extension() == ".so") files.push_back(it->path().string());
   }
   if (ec) {
-    errors.push_back(
-        {ErrorCode::not_found, "plugin directory " + dir + " cannot be read: " + ec.message()});
+    Error error{ErrorCode::not_found,
+                "plugin directory " + dir + " cannot be read: " + ec.message()};
+    refused_[dir] = {dir, error, std::nullopt};
+    errors.push_back(std::move(error));
     return errors;
   }
   std::sort(files.begin(), files.end());
@@ -293,9 +420,30 @@ std::vector<Error> PluginRegistry::load_directory(const std::string& dir) {
     bool loaded = std::any_of(plugins_.begin(), plugins_.end(),
                               [&](const PluginInfo& p) { return p.file == f; });
     if (loaded) continue;
-    if (auto r = load_file(f); !r) errors.push_back(std::move(r.error()));
+    // A refused file whose code stayed loaded would be refused again, at the cost of another
+    // copy held for good: it is retried once it changes. A file that could not be loaded at all
+    // holds nothing and is retried every time (a library it needs may have been installed).
+    if (auto was = refused_.find(f); was != refused_.end() && was->second.loaded_as) {
+      struct stat st {};
+      if (::stat(f.c_str(), &st) == 0 && stamp_of(st) == *was->second.loaded_as) {
+        was->second.dir = dir;
+        errors.push_back(was->second.error);
+        continue;
+      }
+    }
+    if (auto r = load_and_record(f, dir); !r) errors.push_back(std::move(r.error()));
   }
+  std::erase_if(refused_, [&](const auto& entry) {
+    return entry.second.dir == dir && !std::binary_search(files.begin(), files.end(), entry.first);
+  });
   return errors;
+}
+
+std::vector<PluginLoadError> PluginRegistry::errors() const {
+  std::vector<PluginLoadError> out;
+  out.reserve(refused_.size());
+  for (const auto& [file, refused] : refused_) out.push_back({file, refused.error.message});
+  return out;
 }
 
 const StepTypeInfo* PluginRegistry::find(std::string_view step_type) const {

@@ -1,6 +1,10 @@
 // The plugin host: loads step plugins with Boost.DLL, checks their ABI, and keeps the step types
 // they provide in a registry keyed by name.
 //
+// Each library is loaded from a private, sealed copy of its file (a memfd), never from the file
+// itself: a plugin file overwritten in place (cp over it) then changes nothing that runs. Every
+// message and PluginInfo names the file.
+//
 // Loaded libraries are never unloaded: the registry owns every library and outlives every
 // attempt. Loading happens on the loop thread, also while attempts run (SIGHUP adds new files):
 // each StepTypeInfo is its own allocation that never moves and is never removed, so the one an
@@ -8,12 +12,15 @@
 #pragma once
 
 #include <saga/plugin_abi.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,6 +57,12 @@ struct PluginInfo {
   std::vector<std::string> step_types;
 };
 
+// Why the latest attempt to load a plugin file (or to read a plugin directory) failed.
+struct PluginLoadError {
+  std::string file;
+  std::string error;  // the whole message, naming the file
+};
+
 // One attempt as the host hands it to a plugin.
 struct AttemptRequest {
   std::string instance_id;
@@ -84,9 +97,14 @@ class PluginRegistry {
   // loaded plugin already provides (naming both files). A refused plugin adds nothing.
   Result<void> load_file(const std::string& path);
 
-  // Loads every *.so in `dir` (sorted by name); returns one error per file refused. A missing
-  // directory is one error.
+  // Loads every *.so in `dir` (sorted by name) not loaded yet; returns one error per file
+  // refused. A missing directory is one error. A file refused after its code was loaded is not
+  // loaded again (its copy stays mapped) until it changes; its error is returned again.
   std::vector<Error> load_directory(const std::string& dir);
+
+  // The error of the latest load of each file that is not loaded, by file name: a file that
+  // loads drops its error, and so does one gone from its directory at the next load_directory.
+  std::vector<PluginLoadError> errors() const;
 
   const StepTypeInfo* find(std::string_view step_type) const;
   const std::vector<PluginInfo>& plugins() const { return plugins_; }
@@ -100,7 +118,30 @@ class PluginRegistry {
 
  private:
   struct Library;
+  // What identifies one content of a file without reading it: changed by any write or rename.
+  struct FileStamp {
+    uint64_t device = 0;
+    uint64_t inode = 0;
+    int64_t size = 0;
+    int64_t modified_ns = 0;
+    int64_t changed_ns = 0;
+    bool operator==(const FileStamp&) const = default;
+  };
+  // A refused file: why, and whether its code stayed loaded (see load_directory).
+  struct Refused {
+    std::string dir;  // the directory it was found in; empty for load_file
+    Error error;
+    std::optional<FileStamp> loaded_as;  // set when its code was loaded
+  };
+  static FileStamp stamp_of(const struct stat& st);
+  Result<void> load_and_record(const std::string& path, const std::string& dir);
+  // Copies the file privately and loads the copy; the library is held from then on.
+  Result<const Library*> load_library(const std::string& path);
+  // Reads the plugin descriptor of a loaded library and registers its step types.
+  Result<void> add_plugin(const std::string& path, const Library& library);
+
   std::vector<std::unique_ptr<Library>> libraries_;
+  std::map<std::string, Refused> refused_;  // by file
   std::vector<PluginInfo> plugins_;
   std::vector<std::unique_ptr<StepTypeInfo>> types_;
 };

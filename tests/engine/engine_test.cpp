@@ -185,6 +185,20 @@ TEST_CASE("retries exhausted fail the step and compensate the earlier steps in r
   sim.check_replay();
 }
 
+TEST_CASE("a failure without a message is recorded as one, in the run and compensation") {
+  Sim sim(make_def({{"a", {}, true}, {"b", {"<previous>"}, true, 1}}));
+  sim.start();
+  sim.result("a", Outcome::ok);
+  sim.result("b", Outcome::fail, Phase::run, "");
+  CHECK(sim.step("b").state == StepState::failed);
+  sim.result("a", Outcome::fail, Phase::compensate, "");
+  // As `inspect` shows them.
+  json steps = instance_to_json(sim.def, sim.inst)["steps"];
+  CHECK(steps[1]["error"] == "the step type failed without a message");
+  CHECK(steps[0]["compensation"]["error"] == "the step type failed without a message");
+  sim.check_replay();
+}
+
 TEST_CASE("compensation follows the order of completion, not of the list") {
   Sim sim(make_def({{"a", {}}, {"b", {}}, {"c", {"a", "b"}}}));
   sim.start();

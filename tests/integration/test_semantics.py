@@ -91,6 +91,26 @@ steps:
     assert (started["uid"], started["gid"]) == (os.getuid(), os.getgid())
 
 
+def test_a_failure_without_a_message_says_so(daemon):
+    daemon.add_workflow("mute.yaml", """
+name: mute
+on_failure: halt
+steps:
+  - name: mute
+    uses: testing.fail
+    with: {permanent: true, message: ""}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "mute", "--wait")
+    assert code == 1 and out["instance"]["state"] == "failed"
+    assert out["instance"]["steps"][0]["error"] == "the step type failed without a message"
+    doc = daemon.inspect(out["id"], history=True)
+    assert events(doc, "step_failed", "mute")[0]["error"] == \
+        "the step type failed without a message"
+    human = daemon.ctl("inspect", out["id"])
+    assert "the step type failed without a message" in human.stdout
+
+
 def test_each_step_keeps_the_output_its_step_type_returned(daemon):
     daemon.add_workflow("outputs.yaml", """
 name: outputs

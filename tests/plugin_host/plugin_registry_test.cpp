@@ -1,5 +1,6 @@
 #include "plugin_host/plugin_registry.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -331,8 +332,10 @@ TEST_CASE("a file that is not a saga plugin is refused in one line naming it") {
   INFO(garbage.error().message);
   CHECK(garbage.error().message.starts_with("plugin " + text_file + ": cannot be loaded: "));
   CHECK_FALSE(contains(garbage.error().message, "\n"));
-  // dlerror's own copy of the path is dropped: the file is named once.
+  // dlerror's own copy of the path is dropped: the file is named once, and never by the path of
+  // the private copy the loader was given.
   CHECK(garbage.error().message.find(text_file, 8) == std::string::npos);
+  CHECK_FALSE(contains(garbage.error().message, "/proc/self/fd"));
 
   auto missing = reg.load_file("/nonexistent/x.so");
   REQUIRE_FALSE(missing.has_value());
@@ -458,11 +461,12 @@ TEST_CASE("load_directory reports each bad plugin file and still loads the good 
   std::vector<std::string> messages;
   for (const auto& e : errors) messages.push_back(e.message);
   INFO(Catch::Detail::stringify(messages));
-  REQUIRE(errors.size() == 3);
+  REQUIRE(errors.size() == 4);
   // Files are taken in name order.
   CHECK(messages[0].starts_with("plugin " + fixture("abi2_plugin") + ": "));
   CHECK(messages[1].starts_with("plugin " + fixture("not_a_plugin") + ": "));
   CHECK(messages[2].starts_with("plugin " + fixture("truncated_plugin") + ": "));
+  CHECK(messages[3].starts_with("plugin " + fixture("unresolved_plugin") + ": "));
   for (const char* name : {"context.report", "duplicate.own", "testing.noop", "misbehaving.silent",
                            "newer.first", "short.first", "throwing.step"}) {
     CHECK(reg.find(name) != nullptr);
@@ -470,7 +474,7 @@ TEST_CASE("load_directory reports each bad plugin file and still loads the good 
   CHECK(reg.plugins().size() == 6);
 
   // A second pass, as a reload does, retries only the refused files.
-  CHECK(reg.load_directory(SAGA_FIXTURE_DIR).size() == 3);
+  CHECK(reg.load_directory(SAGA_FIXTURE_DIR).size() == 4);
   CHECK(reg.plugins().size() == 6);
 
   // The testing plugin now collides with the fixture that took testing.noop.
@@ -490,4 +494,115 @@ TEST_CASE("load_directory on a missing plugin directory is one error naming it")
   TempDir empty;
   CHECK(reg.load_directory(empty.path().string()).empty());
   CHECK(reg.plugins().empty());
+}
+
+TEST_CASE("a symbol the loader cannot resolve is refused naming the file and the symbol") {
+  PluginRegistry reg;
+  const std::string path = fixture("unresolved_plugin");
+  auto r = reg.load_file(path);
+  REQUIRE_FALSE(r.has_value());
+  INFO(r.error().message);
+  CHECK(r.error().message.starts_with("plugin " + path + ": cannot be loaded: "));
+  CHECK(contains(r.error().message, "saga_fixture_defined_nowhere"));
+  CHECK_FALSE(contains(r.error().message, "/proc/self/fd"));
+  CHECK(reg.plugins().empty());
+}
+
+namespace {
+
+void overwrite_in_place(const std::filesystem::path& target, const std::string& source) {
+  std::ifstream in(source, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE_FALSE(bytes.empty());
+  // As cp does: the same inode, truncated and written.
+  std::ofstream out(target, std::ios::binary | std::ios::trunc);
+  out << bytes;
+  REQUIRE(out.good());
+}
+
+ino_t inode_of(const std::filesystem::path& file) {
+  struct stat st {};
+  REQUIRE(::stat(file.c_str(), &st) == 0);
+  return st.st_ino;
+}
+
+}  // namespace
+
+TEST_CASE("a plugin file overwritten in place keeps running the code loaded from it") {
+  TempDir dir;
+  const auto file = dir.path() / "mine.so";
+  std::filesystem::copy_file(fixture("newer_minor_plugin"), file);
+  PluginRegistry reg;
+  REQUIRE(reg.load_file(file.string()).has_value());
+  CHECK(reg.plugins()[0].file == file.string());
+  CHECK(type(reg, "newer.first").file == file.string());
+  CHECK(json::parse(run(type(reg, "newer.first")).data) == json{{"which", "first"}});
+
+  const ino_t inode = inode_of(file);
+  overwrite_in_place(file, fixture("short_structs_plugin"));
+  REQUIRE(inode_of(file) == inode);
+  CHECK(json::parse(run(type(reg, "newer.first")).data) == json{{"which", "first"}});
+  CHECK(json::parse(run(type(reg, "newer.second")).data) == json{{"which", "second"}});
+
+  // Garbage, and a file cut short, change nothing either.
+  {
+    std::ofstream garbage(file, std::ios::binary | std::ios::trunc);
+    garbage << "not an ELF file any more";
+  }
+  CHECK(json::parse(run(type(reg, "newer.second")).data) == json{{"which", "second"}});
+  CHECK(reg.plugins()[0].version == "2.0");
+}
+
+TEST_CASE("errors() holds the latest error of each file until it loads or is gone") {
+  TempDir dir;
+  const auto bad = dir.path() / "a.so";
+  const auto junk = dir.path() / "b.so";
+  std::filesystem::copy_file(fixture("abi2_plugin"), bad);
+  std::filesystem::copy_file(fixture("not_a_plugin"), junk);
+  PluginRegistry reg;
+  CHECK(reg.errors().empty());
+  REQUIRE(reg.load_directory(dir.path().string()).size() == 2);
+  auto errors = reg.errors();
+  REQUIRE(errors.size() == 2);
+  CHECK(errors[0].file == bad.string());
+  CHECK(errors[0].error == "plugin " + bad.string() +
+                               ": built for plugin ABI 2.3, this sagad speaks ABI 1.x; rebuild "
+                               "it against this SDK");
+  CHECK(errors[1].file == junk.string());
+  CHECK(errors[1].error.starts_with("plugin " + junk.string() + ": not a saga plugin"));
+
+  // Unchanged, both are refused again with the same errors.
+  CHECK(reg.load_directory(dir.path().string()).size() == 2);
+  CHECK(reg.errors().size() == 2);
+
+  // A fixed build written over the bad one loads, and its error goes; a removed file's goes too.
+  overwrite_in_place(bad, fixture("newer_minor_plugin"));
+  std::filesystem::remove(junk);
+  CHECK(reg.load_directory(dir.path().string()).empty());
+  CHECK(reg.errors().empty());
+  REQUIRE(reg.plugins().size() == 1);
+  CHECK(reg.plugins()[0].file == bad.string());
+  CHECK(reg.find("newer.first") != nullptr);
+
+  // A duplicate step type is an error of the file that brings it.
+  const auto dup = dir.path() / "c.so";
+  std::filesystem::copy_file(fixture("newer_minor_plugin"), dup);
+  REQUIRE(reg.load_directory(dir.path().string()).size() == 1);
+  REQUIRE(reg.errors().size() == 1);
+  CHECK(reg.errors()[0].file == dup.string());
+  CHECK(contains(reg.errors()[0].error,
+                 "step type newer.first is already provided by plugin " + bad.string()));
+}
+
+TEST_CASE("a plugin directory that cannot be read is an error until it can") {
+  TempDir parent;
+  const auto dir = parent.path() / "plugins";
+  PluginRegistry reg;
+  REQUIRE(reg.load_directory(dir.string()).size() == 1);
+  REQUIRE(reg.errors().size() == 1);
+  CHECK(reg.errors()[0].file == dir.string());
+  CHECK(contains(reg.errors()[0].error, "plugin directory " + dir.string() + " cannot be read"));
+  std::filesystem::create_directories(dir);
+  CHECK(reg.load_directory(dir.string()).empty());
+  CHECK(reg.errors().empty());
 }
