@@ -741,6 +741,11 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
     for (const auto& param : type->params) {
       auto it = rendered->value.find(param.name);
       if (it == rendered->value.end()) continue;
+      if (it->is_null() && param.required) {  // null counts as not given
+        fail_now("parameter \"" + param.name + "\" of step " + sd.name + " (" + inv.uses +
+                 ") is required, but its template rendered null");
+        return;
+      }
       if (auto why = param_type_mismatch(param_type_name(param.type), *it, /*rendered=*/true)) {
         // The value is quoted unless a secret went into it: the error is journaled and logged.
         std::string got;

@@ -19,6 +19,8 @@
 #include <system_error>
 #include <utility>
 
+#include "plugin_host/step_schema.hpp"
+
 namespace saga {
 
 namespace fs = std::filesystem;
@@ -365,6 +367,17 @@ Result<void> PluginRegistry::add_plugin(const std::string& path, const Library& 
         if (spec.default_value.is_discarded()) {
           return refuse(ErrorCode::invalid_argument, path,
                         where + " has a default that is not JSON: " + text(p->default_json));
+        }
+        if (spec.required) {
+          return refuse(ErrorCode::invalid_argument, path,
+                        where +
+                            " is required and has a default, which it would never use; "
+                            "drop one of them");
+        }
+        if (auto why = param_type_mismatch(param_type_name(spec.type), spec.default_value)) {
+          return refuse(
+              ErrorCode::invalid_argument, path,
+              where + " has the default " + text(p->default_json) + ", but must be " + *why);
         }
       }
       if (p->struct_size >= SAGA_FIELD_END(saga_param, description)) {

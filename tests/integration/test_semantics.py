@@ -673,3 +673,22 @@ steps:
     assert step["state"] == "failed" and step["attempts"] == 1
     assert step["error"].startswith("the step type returned an output of 35.2 MiB, more than the "
                                     "32 MiB a step output may hold"), step["error"]
+
+
+def test_a_required_parameter_whose_template_renders_null_fails_the_step(daemon):
+    daemon.add_workflow("nap.yaml", """
+name: nap
+steps:
+  - name: nap
+    uses: testing.sleep
+    with: {ms: "${{ input.ms }}"}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "nap", "--input", '{"ms": null}', "--wait")
+    assert code == 1, out
+    step = out["instance"]["steps"][0]
+    assert step["state"] == "failed" and step["attempts"] == 1
+    assert step["error"] == ('parameter "ms" of step nap (testing.sleep) is required, but its '
+                             'template rendered null'), step["error"]
+    code, out = daemon.ctl_json("start", "nap", "--input", '{"ms": 1}', "--wait")
+    assert code == 0 and out["instance"]["state"] == "completed", out
