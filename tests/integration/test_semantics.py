@@ -692,3 +692,22 @@ steps:
                              'template rendered null'), step["error"]
     code, out = daemon.ctl_json("start", "nap", "--input", '{"ms": 1}', "--wait")
     assert code == 0 and out["instance"]["state"] == "completed", out
+
+
+def test_log_lines_stay_one_line_whatever_a_step_says(daemon):
+    daemon.add_workflow("noisy.yaml", """
+name: noisy
+steps:
+  - name: say
+    uses: testing.fail
+    with: {permanent: true, message: "${{ input.message }}"}
+    retry: {max_attempts: 1}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "noisy", "--input",
+                                json.dumps({"message": "first\nsecond\x01third\tend"}), "--wait")
+    assert code == 1, out
+    assert out["instance"]["steps"][0]["error"] == "first\nsecond\x01third\tend"
+    logged = [l for l in daemon.log().splitlines() if "first" in l]
+    assert logged and all("first\\nsecond\\x01third\\tend" in l for l in logged), logged
+    assert not any(l.startswith("second") for l in daemon.log().splitlines())
