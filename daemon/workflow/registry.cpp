@@ -41,6 +41,9 @@ WorkflowFiles workflow_files(const std::string& dir) {
        it.increment(ec)) {
     auto ext = it->path().extension();
     if (ext != ".yaml" && ext != ".yml") continue;
+    // Hidden files are an editor's or a deployment tool's, not workflows (as systemd's .d
+    // directories treat them).
+    if (it->path().filename().string().starts_with('.')) continue;
     std::error_code file_ec;
     if (it->is_regular_file(file_ec)) {
       files.paths.push_back(it->path().string());

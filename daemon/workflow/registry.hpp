@@ -21,9 +21,10 @@ struct LoadError {
   std::string error;
 };
 
-// The workflow files of a directory, as sagad loads them: its *.yaml and *.yml regular files, in
-// order. A directory, a FIFO or a dangling link is skipped; a name that cannot be looked at (a
-// loop of links) is `unreadable`. `error` is set when the directory itself cannot be read.
+// The workflow files of a directory, as sagad loads them: its *.yaml and *.yml regular files not
+// hidden (no leading dot), in order. A directory, a FIFO or a dangling link is skipped; a name
+// that cannot be looked at (a loop of links) is `unreadable`. `error` is set when the directory
+// itself cannot be read.
 struct WorkflowFiles {
   std::vector<std::string> paths;
   std::vector<LoadError> unreadable;

@@ -228,3 +228,17 @@ TEST_CASE("a byte-identical copy is named as itself, not as the file it copies",
   CHECK(registry.find("wf")->file == dir.path + "/a-copy.yaml");
   CHECK(registry.file_versions().contains(dir.path + "/a-copy.yaml"));
 }
+
+TEST_CASE("hidden files are not workflows", "[registry]") {
+  Dir dir;
+  dir.write("wf.yaml", kGood);
+  dir.write(".wf.yaml", kBroken);  // an editor's copy, half written
+  dir.write(".other.yml", "name: other\nsteps:\n  - {name: a, uses: noop}\n");
+  const WorkflowFiles files = workflow_files(dir.path);
+  CHECK(files.paths == std::vector<std::string>{dir.path + "/wf.yaml"});
+  WorkflowRegistry registry(nullptr);
+  registry.reload(dir.path);
+  CHECK(registry.find("wf") != nullptr);
+  CHECK(registry.find("other") == nullptr);
+  CHECK(registry.errors().empty());
+}
