@@ -191,3 +191,46 @@ def test_a_file_broken_across_a_restart_keeps_its_schedule_where_it_was(daemon):
     assert s["skipped_catchup"] >= 1, daemon.log()
     assert re.search(r"schedule tick: skipped \d+ fires due from \S+ to \S+ while its workflow "
                      r"was not loaded \(catchup: latest", daemon.log()), daemon.log()
+
+
+def test_a_clock_jump_is_noticed_within_seconds_and_late_fires_follow_catchup(daemon):
+    # Three schedules at wall times 8 to 10 minutes ahead; two seconds after it starts, sagad's
+    # wall clock jumps 20 s past the last of them (its monotonic clock, which its timers wait on,
+    # does not: a suspend or a clock being set looks like this).
+    now = time.time()
+    ontime = (int(now) // 60 + 10) * 60
+    early = ontime - 120
+
+    def cron(t):
+        at = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+        return f"{at.minute} {at.hour} * * *"
+
+    for name, t, catchup in [("ontime", ontime, "none"), ("missed", early, "none"),
+                             ("latest", early, "latest")]:
+        daemon.add_workflow(f"{name}.yaml", f"""
+name: {name}
+schedule:
+  - cron: "{cron(t)}"
+    catchup: {catchup}
+steps:
+  - {{name: a, uses: testing.noop}}
+""")
+    daemon.extra_env = {
+        "LD_PRELOAD": os.path.join(os.environ.get("SAGA_BUILD_DIR", "build"), "tests", "preload",
+                                   "clock_jump.so"),
+        "SAGA_TEST_CLOCK_JUMP_AFTER_MS": "2000",
+        "SAGA_TEST_CLOCK_JUMP_S": str(int(ontime + 20 - now)),
+        "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0",
+    }
+    daemon.start()
+    stamp = lambda t: datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    # 20 s late: a fire that came due while sagad was busy, started whatever catchup says.
+    assert wait_until(lambda: fires(daemon, "ontime"), timeout=20)[0]["id"] == \
+        "ontime@" + stamp(ontime)
+    # Over two minutes late: missed; catchup decides.
+    assert wait_until(lambda: fires(daemon, "latest"), timeout=20)[0]["id"] == \
+        "latest@" + stamp(early)
+    wait_until(lambda: "while sagad could not run them" in daemon.log(), timeout=20)
+    assert fires(daemon, "missed") == []
+    assert [s["skipped_catchup"] for s in schedules(daemon) if s["workflow"] == "missed"] == [1]
