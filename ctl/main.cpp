@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <expected>
@@ -420,8 +421,13 @@ int main(int argc, char** argv) {
              "3 sagad cannot be reached.");
   app.require_subcommand(1);
   app.fallthrough();
+  // An empty path is refused rather than taken as "not given".
+  const auto non_empty = CLI::Validator(
+      [](std::string& path) { return path.empty() ? std::string("needs a path") : std::string(); },
+      "PATH");
   app.add_option("--socket", o.socket,
-                 "sagad's socket (default $SAGA_SOCKET, then /run/saga/sagad.sock)");
+                 "sagad's socket (default $SAGA_SOCKET, then /run/saga/sagad.sock)")
+      ->check(non_empty);
   app.add_flag("--json", o.json, "print JSON for scripts");
 
   auto* ping = app.add_subcommand("ping", "daemon version, uptime and state dir");
@@ -460,7 +466,15 @@ int main(int argc, char** argv) {
                              "compensation_failed"}));
   list->add_option("--workflow", wf_filter, "only instances of this workflow");
   list->add_option("--limit", limit, "at most this many (1-1000, default 50)")
-      ->check(CLI::Range(1, 1000));
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            int n = 0;
+            const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+            const bool ok =
+                ec == std::errc() && end == text.data() + text.size() && n >= 1 && n <= 1000;
+            return ok ? std::string() : "must be a whole number from 1 to 1000, not " + text;
+          },
+          "1-1000"));
   list->add_option("--cursor", cursor, "the next_cursor of a previous page");
 
   std::string retry_id, from, retry_input;
@@ -521,7 +535,7 @@ int main(int argc, char** argv) {
   stats->add_flag("--prometheus", prometheus, "print the Prometheus text exposition format");
 
   for (auto* sub : app.get_subcommands({})) {
-    sub->add_option("--socket", o.socket, "sagad's socket");
+    sub->add_option("--socket", o.socket, "sagad's socket")->check(non_empty);
     sub->add_flag("--json", o.json, "print JSON for scripts");
   }
 
@@ -529,6 +543,13 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // A word that names no command is left over, and CLI11 reports only the missing command.
+    const auto left = app.remaining();
+    if (app.get_subcommands().empty() && !left.empty() && !left.front().starts_with('-')) {
+      std::cerr << "sagactl: unknown command " << left.front()
+                << "; sagactl --help lists the commands\n";
+      return kUsage;
+    }
     std::cerr << "sagactl: " << e.what() << "; sagactl --help lists the commands\n";
     return kUsage;
   }
@@ -712,8 +733,10 @@ int main(int argc, char** argv) {
         for (const auto& t : p["step_types"]) {
           std::cout << "  " << text_of(t["name"]) << ": " << text_of(t["description"]) << "\n";
           for (const auto& param : t["params"]) {
+            const json& fallback = param.value("default", json());
             std::cout << "    " << text_of(param["name"]) << " (" << text_of(param["type"])
                       << (param["required"].get<bool>() ? ", required" : "")
+                      << (fallback.is_null() ? "" : ", default " + fallback.dump())
                       << "): " << text_of(param["description"]) << "\n";
           }
         }

@@ -83,7 +83,13 @@ def test_exit_codes(daemon):
     daemon.start()
     r = daemon.ctl("frobnicate")
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert r.stderr.startswith("sagactl: ") and "sagactl --help" in r.stderr
+    assert r.stderr == "sagactl: unknown command frobnicate; sagactl --help lists the commands\n"
+    r = daemon.ctl("list", "--limit", "abc")
+    assert r.returncode == 2 and r.stderr.startswith(
+        "sagactl: --limit: must be a whole number from 1 to 1000, not abc;"), r.stderr
+    # An empty --socket is a mistake, not "the default socket".
+    r = subprocess.run([SAGACTL, "--socket", "", "ping"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--socket: needs a path" in r.stderr, r.stderr
     for args in [("--id", ""), ("--id", "x" * 129), ("--id", "a\nb"),
                  ("--input-file", daemon.workflows), ("--input-file", daemon.workflows + "/none")]:
         r = daemon.ctl("start", "hello", *args)
@@ -160,6 +166,8 @@ def test_every_command_in_both_output_modes(daemon):
 
     r = daemon.ctl("plugins")
     assert r.returncode == 0 and "testing.noop" in r.stdout
+    assert "    times (integer, default 0): fail this many attempts transiently" in r.stdout, r.stdout
+    assert "    ms (integer, required): how long to sleep" in r.stdout, r.stdout
     code, doc = daemon.ctl_json("plugins")
     assert code == 0 and any(p["name"] == "testing" for p in doc["plugins"])
 
