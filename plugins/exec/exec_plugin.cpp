@@ -23,6 +23,7 @@ extern "C" {
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <expected>
 #include <optional>
@@ -383,6 +384,7 @@ Result spawn_failure(const std::string& what, int err) {
 // What the child needs between fork and exec, prepared by the parent: after fork the child may
 // make only async-signal-safe calls (another thread may have held the allocator's lock).
 struct ChildSetup {
+  const char* program;  // the file to execute, found in PATH by the parent
   char* const* argv;
   char* const* envp;
   const char* cwd;  // null: the daemon's
@@ -425,8 +427,30 @@ struct ChildSetup {
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  ::execvpe(s.argv[0], s.argv, s.envp);
+  ::execve(s.program, s.argv, s.envp);
   child_fail(s, errno);
+}
+
+// posix_spawnp's search of PATH (sagad's), done before fork so that the child only calls execve.
+// Unlike execvp's, a file that is not in an executable format is not handed to /bin/sh: exec
+// runs programs without a shell.
+std::expected<std::string, int> find_program(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = std::getenv("PATH");
+  const std::string_view search = path != nullptr ? path : "/bin:/usr/bin";
+  int err = ENOENT;
+  for (size_t start = 0;;) {
+    const size_t colon = search.find(':', start);
+    const std::string_view dir = search.substr(start, colon - start);
+    const std::string candidate = (dir.empty() ? std::string(".") : std::string(dir)) + "/" + name;
+    struct stat st {};
+    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+      err = EACCES;  // as execvp: reported if nothing later in PATH runs
+    }
+    if (colon == std::string_view::npos) return std::unexpected(err);
+    start = colon + 1;
+  }
 }
 
 std::expected<Child, Result> spawn(const Command& cmd) {
@@ -446,6 +470,9 @@ std::expected<Child, Result> spawn(const Command& cmd) {
     return std::unexpected(spawn_failure("cannot create a pipe", status_pipe.error()));
   }
 
+  const std::string what = "cannot start `" + cmd.argv[0] + "`";
+  const auto program = find_program(cmd.argv[0]);
+  if (!program) return std::unexpected(spawn_failure(what, program.error()));
   std::vector<char*> argv;
   for (const std::string& a : cmd.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -456,7 +483,8 @@ std::expected<Child, Result> spawn(const Command& cmd) {
   const int max_fd = ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY
                          ? static_cast<int>(std::min<rlim_t>(files.rlim_cur, 1 << 20))
                          : 1 << 16;
-  const ChildSetup setup{argv.data(),
+  const ChildSetup setup{program->c_str(),
+                         argv.data(),
                          envp.data(),
                          cmd.cwd ? cmd.cwd->c_str() : nullptr,
                          stdin_pipe->read.get(),
@@ -474,7 +502,6 @@ std::expected<Child, Result> spawn(const Command& cmd) {
   if (pid == 0) exec_child(setup);
   const int fork_err = errno;
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  const std::string what = "cannot start `" + cmd.argv[0] + "`";
   if (pid < 0) return std::unexpected(spawn_failure(what, fork_err));
 
   // End of file: the exec succeeded and closed the child's end. An errno: it did not.
@@ -485,9 +512,11 @@ std::expected<Child, Result> spawn(const Command& cmd) {
     n = ::read(status_pipe->read.get(), &child_err, sizeof child_err);
   } while (n < 0 && errno == EINTR);
   if (n == static_cast<ssize_t>(sizeof child_err) || n < 0) {
+    const int err = n < 0 ? errno : child_err;
+    ::kill(pid, SIGKILL);  // should the exec have happened after all, it is not waited out
     while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }
-    return std::unexpected(spawn_failure(what, n < 0 ? errno : child_err));
+    return std::unexpected(spawn_failure(what, err));
   }
 
   return Child{pid, std::move(stdin_pipe->write), std::move(stdout_pipe->read),

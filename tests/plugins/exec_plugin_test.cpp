@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -260,6 +261,15 @@ TEST_CASE("exec: mistakes in the workflow fail for good", "[exec]") {
     const Outcome r = run({{"argv", {path}}});
     REQUIRE(r.outcome == SAGA_OUTCOME_FAIL);
     CHECK_THAT(r.data, Catch::Contains("cannot start `" + path + "`: Permission denied"));
+  }
+  SECTION("a file that is not a program is not handed to a shell") {
+    TempDir dir;
+    const std::string path = dir.path + "/no-shebang";
+    std::ofstream(path) << "echo ran by a shell\n";
+    ::chmod(path.c_str(), 0755);
+    const Outcome r = run({{"argv", {path}}});
+    REQUIRE(r.outcome == SAGA_OUTCOME_FAIL);
+    CHECK_THAT(r.data, Catch::Contains("cannot start `" + path + "`: Exec format error"));
   }
   SECTION("program not in PATH") {
     const Outcome r = run({{"argv", {"saga-no-such-program"}}});
