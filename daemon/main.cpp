@@ -1,12 +1,15 @@
 // sagad: flags and configuration, logging, then the daemon.
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -260,7 +263,18 @@ void print_config(const Settings& s) {
 
 }  // namespace
 
+// Started with 0, 1 or 2 closed, sagad would hand those numbers to the first files it opens
+// (the journal's, a pipe to a step's program), where whatever writes to stdout or stderr would
+// then land: they are kept taken by /dev/null, as daemons do.
+void reserve_standard_fds() {
+  for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; ++fd) {
+    if (::fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+    if (::open("/dev/null", O_RDWR) < 0) std::exit(1);  // takes the lowest free number: fd
+  }
+}
+
 int main(int argc, char** argv) {
+  reserve_standard_fds();
   Settings settings;
   settings.config.plugin_dirs = {default_plugin_dir()};
   const saga::Config& defaults = settings.config;

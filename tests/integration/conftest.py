@@ -28,6 +28,7 @@ class Daemon:
         self.log_path = os.path.join(root, "sagad.log")
         self.extra_args = list(extra_args)
         self.extra_env = {}
+        self.popen_args = {}
         self.proc = None
         os.makedirs(self.workflows, exist_ok=True)
 
@@ -45,7 +46,8 @@ class Daemon:
              "--socket", self.socket, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT,
             # Tests talk to loopback only: keep a proxy in the environment out of the way.
-            env=dict(os.environ, no_proxy="*", NO_PROXY="*", **self.extra_env))
+            env=dict(os.environ, no_proxy="*", NO_PROXY="*", **self.extra_env),
+            **self.popen_args)
         log.close()
         if wait:
             self.wait_ready()

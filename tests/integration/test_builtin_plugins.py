@@ -116,3 +116,29 @@ steps:
     while running(pid) and time.time() < deadline:
         time.sleep(0.05)
     assert not running(pid), f"pid {pid} outlived sagad"
+
+
+def test_exec_streams_work_when_sagad_starts_with_them_closed(daemon):
+    # Started with 0, 1 and 2 closed (as some supervisors do), sagad must not hand those numbers
+    # out: its log would go into whatever file took 2, and a step's pipe that took one would stay
+    # close-on-exec and leave the program without it.
+    daemon.add_workflow("cat.yaml", """
+name: cat
+steps:
+  - name: cat
+    uses: exec
+    with: {argv: ["cat"], stdin: "through stdin"}
+""")
+
+    def close_standard_fds():
+        for fd in (0, 1, 2):
+            os.close(fd)
+
+    daemon.popen_args = {"preexec_fn": close_standard_fds}
+    daemon.start()
+    # Taken by /dev/null before anything else (a journal file, a socket) could get them.
+    for fd in (0, 1, 2):
+        assert os.readlink(f"/proc/{daemon.proc.pid}/fd/{fd}") == "/dev/null"
+    code, out = daemon.ctl_json("start", "cat", "--wait")
+    assert code == 0, out
+    assert out["instance"]["steps"][0]["output"] == {"stdout": "through stdin"}
