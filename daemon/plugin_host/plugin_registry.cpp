@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,7 +45,7 @@ struct PluginRegistry::Library {
     ::close(copy_fd);
   }
   int copy_fd = -1;
-  std::string copy_path;  // /proc/self/fd/N
+  std::string copy_path;  // /proc/self/fd/N, or the file itself where no copy can be made
   FileStamp copied_from;
   boost::dll::shared_library library;
 };
@@ -172,33 +173,43 @@ Result<const PluginRegistry::Library*> PluginRegistry::load_library(const std::s
   if (::fstat(file.get(), &st) != 0) return cannot(errno_text("fstat"));
   if (!S_ISREG(st.st_mode)) return cannot("not a regular file");
 
+  auto lib = std::make_unique<Library>();
+  lib->copy_path = path;
+  lib->copied_from = stamp_of(st);
   std::string name = fs::path(path).filename().string().substr(0, 200);
   unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
   int fd = ::memfd_create(name.c_str(), flags | kMfdExec);
   if (fd < 0 && errno == EINVAL) fd = ::memfd_create(name.c_str(), flags);
-  if (fd < 0) return cannot("no private copy to load: " + errno_text("memfd_create"));
   UniqueFd copy(fd);
-  std::array<char, 1 << 16> buffer;
-  for (;;) {
-    ssize_t n = ::read(file.get(), buffer.data(), buffer.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return cannot(errno_text("read"));
-    if (n == 0) break;
-    for (ssize_t done = 0; done < n;) {
-      ssize_t w = ::write(copy.get(), buffer.data() + done, static_cast<size_t>(n - done));
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) return cannot("no private copy to load: " + errno_text("write"));
-      done += w;
+  if (fd < 0 && (errno == EACCES || errno == EPERM)) {
+    // Executable memfds are forbidden here (vm.memfd_noexec=2, a seccomp filter): the file is
+    // loaded as it is.
+    spdlog::warn(
+        "plugin {}: loaded from the file itself ({}); replace it (install, mv) rather than write "
+        "into it while sagad runs",
+        path, errno_text("memfd_create"));
+  } else if (fd < 0) {
+    return cannot("no private copy to load: " + errno_text("memfd_create"));
+  } else {
+    std::array<char, 1 << 16> buffer;
+    for (;;) {
+      ssize_t n = ::read(file.get(), buffer.data(), buffer.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return cannot(errno_text("read"));
+      if (n == 0) break;
+      for (ssize_t done = 0; done < n;) {
+        ssize_t w = ::write(copy.get(), buffer.data() + done, static_cast<size_t>(n - done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return cannot("no private copy to load: " + errno_text("write"));
+        done += w;
+      }
     }
+    if (::fcntl(copy.get(), F_ADD_SEALS,
+                F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
+      return cannot("no private copy to load: " + errno_text("sealing it"));
+    }
+    lib->copy_path = "/proc/self/fd/" + std::to_string(copy.get());
   }
-  if (::fcntl(copy.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) !=
-      0) {
-    return cannot("no private copy to load: " + errno_text("sealing it"));
-  }
-
-  auto lib = std::make_unique<Library>();
-  lib->copy_path = "/proc/self/fd/" + std::to_string(copy.get());
-  lib->copied_from = stamp_of(st);
   try {
     lib->library.load(lib->copy_path,
                       boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
