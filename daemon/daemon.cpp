@@ -830,8 +830,9 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
           // Most steps return nothing, which the SDK sends as {}: no parse for that.
           if (reply.data == "{}") {
             r.output = json::object();
-          } else if (reply.data.size() > kMaxOutputBytes) {
-            // It would go to the journal, and to every client that lists the instance.
+          } else if (reply.data.size() > kMaxOutputBytes && phase == Phase::run) {
+            // It would go to the journal, and to every client that lists the instance (a
+            // compensation's output is not kept).
             r.outcome = Outcome::fail;
             r.error = fmt::format(
                 "the step type returned an output of {:.1f} MiB, more than the {} MiB a step "

@@ -134,8 +134,9 @@ std::expected<uint64_t, CronError> parse_field(Token field, const FieldSpec& f) 
       const std::string_view upper = base.text.substr(dash + 1);
       auto b = parse_value({upper, base.offset + dash + 1}, f);
       if (!b) return std::unexpected(b.error());
-      // SUN as the end of a range is the Sunday that ends the week: FRI-SUN is 5-7.
-      if (&f == &kDow && *b == 0 && !upper.empty() &&
+      // SUN as the end of a range that would run backwards is the Sunday that ends the week:
+      // FRI-SUN is 5-7 (SUN-SUN stays Sunday).
+      if (&f == &kDow && *b == 0 && *a > 0 && !upper.empty() &&
           !std::isdigit(static_cast<unsigned char>(upper[0]))) {
         b = 7;
       }

@@ -248,7 +248,8 @@ void Scheduler::tick() {
       continue;
     }
     if (!e.next || *e.next > now) continue;
-    if (*e.next < now - kLateness) catch_up(key, e, now - kLateness, Missed::late);
+    // Missed: due more than a minute ago.
+    if (*e.next < now - kLateness) catch_up(key, e, now - kLateness - Millis(1), Missed::late);
     catch_up(key, e, now, Missed::while_running);
     e.next = next_fire(e.cron, *e.zone, e.cursor);
   }

@@ -239,13 +239,13 @@ def test_list_filters_and_cursor_pagination(daemon):
 def test_list_finds_a_rare_match_among_many_and_lists_large_instances(daemon):
     daemon.add_workflow("mixed.yaml", MIXED)
     daemon.add_workflow("big.yaml", BIG)
-    daemon.add_example("hello.yaml")
+    daemon.add_workflow("quick.yaml", "name: quick\nsteps:\n  - {name: a, uses: testing.noop}\n")
     daemon.start()
     start_many(daemon, "mixed", [{"fail": True}])
     # More instances than one page reads: sagad ends its pages early, and sagactl goes on.
     rpc = Rpc(daemon.socket)
     for _ in range(10_050):
-        rpc.send("start", {"workflow": "hello", "input": {}})
+        rpc.send("start", {"workflow": "quick", "input": {}})
     assert all("result" in rpc.read(timeout=120) for _ in range(10_050))
     rpc.close()
     code, doc = daemon.ctl_json("list", "--state", "compensated")

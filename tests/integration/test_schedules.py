@@ -5,6 +5,8 @@ import os
 import re
 import time
 
+from conftest import BUILD
+
 TICK = """
 name: tick
 schedule:
@@ -216,8 +218,7 @@ steps:
   - {{name: a, uses: testing.noop}}
 """)
     daemon.extra_env = {
-        "LD_PRELOAD": os.path.join(os.environ.get("SAGA_BUILD_DIR", "build"), "tests", "preload",
-                                   "clock_jump.so"),
+        "LD_PRELOAD": os.path.join(BUILD, "tests", "preload", "clock_jump.so"),
         "SAGA_TEST_CLOCK_JUMP_AFTER_MS": "2000",
         "SAGA_TEST_CLOCK_JUMP_S": str(int(ontime + 20 - now)),
         "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0",

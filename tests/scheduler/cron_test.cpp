@@ -113,6 +113,11 @@ TEST_CASE("SUN ends a day-of-week range as 7", "[cron]") {
   CHECK(fires == std::vector<std::string>{"2026-11-27 00:00:00", "2026-11-28 00:00:00",
                                           "2026-11-29 00:00:00", "2026-12-04 00:00:00"});
   CHECK_FALSE(CronExpr::parse("0 0 * * mon-0").has_value());
+  for (const char* sunday_only : {"0 0 * * sun-sun", "0 0 * * 0-sun"}) {
+    auto s = CronExpr::parse(sunday_only);
+    REQUIRE(s.has_value());
+    CHECK(show(s->next_match(local(2026, 11, 23), local(2027, 1, 1))) == "2026-11-29 00:00:00");
+  }
 }
 
 TEST_CASE("invalid cron expressions say where and why", "[cron]") {

@@ -333,14 +333,16 @@ TEST_CASE("while running, fires more than a minute late (suspend, clock jump) fo
     std::vector<std::string> started;
     int skipped;
   };
-  // Ten fires due, 00:31 .. 00:40: those up to 00:39 are more than a minute late.
+  // Ten fires due, 00:31 .. 00:40: those up to 00:38 are more than a minute late.
   const Case cases[] = {
-      {Catchup::none, {"wf@2026-11-23T00:40:00Z"}, 9},
-      {Catchup::latest, {"wf@2026-11-23T00:39:00Z", "wf@2026-11-23T00:40:00Z"}, 8},
+      {Catchup::none, {"wf@2026-11-23T00:39:00Z", "wf@2026-11-23T00:40:00Z"}, 8},
+      {Catchup::latest,
+       {"wf@2026-11-23T00:38:00Z", "wf@2026-11-23T00:39:00Z", "wf@2026-11-23T00:40:00Z"},
+       7},
       {Catchup::all,
-       {"wf@2026-11-23T00:37:00Z", "wf@2026-11-23T00:38:00Z", "wf@2026-11-23T00:39:00Z",
-        "wf@2026-11-23T00:40:00Z"},
-       6},
+       {"wf@2026-11-23T00:36:00Z", "wf@2026-11-23T00:37:00Z", "wf@2026-11-23T00:38:00Z",
+        "wf@2026-11-23T00:39:00Z", "wf@2026-11-23T00:40:00Z"},
+       5},
   };
   for (const Case& c : cases) {
     CAPTURE(static_cast<int>(c.catchup));
