@@ -674,6 +674,25 @@ steps:
     assert step["error"].startswith("the step type returned an output of 35.2 MiB, more than the "
                                     "32 MiB a step output may hold"), step["error"]
 
+    # A compensation's output is not kept, so its size does not matter.
+    daemon.add_workflow("undo-huge.yaml", f"""
+name: undo-huge
+steps:
+  - name: a
+    uses: testing.noop
+    compensate: {{uses: testing.echo, with: {{{keys}}}}}
+  - name: b
+    uses: testing.fail
+    with: {{permanent: true}}
+    retry: {{max_attempts: 1}}
+""")
+    deadline = time.time() + 10
+    while daemon.ctl("workflows", "show", "undo-huge").returncode != 0 and time.time() < deadline:
+        time.sleep(0.1)
+    code, out = daemon.ctl_json("start", "undo-huge", "--input-file", str(blob), "--wait")
+    assert code == 1 and out["instance"]["state"] == "compensated", out["instance"]
+    assert out["instance"]["steps"][0]["compensation"]["state"] == "compensated"
+
 
 def test_a_required_parameter_whose_template_renders_null_fails_the_step(daemon):
     daemon.add_workflow("nap.yaml", """
