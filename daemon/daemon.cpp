@@ -259,7 +259,7 @@ class Daemon final : private ScheduleHost {
   void on_schedules_due();
   void arm_schedules();
   void handle_schedules(ControlServer::Call& call);
-  bool start_fire(const DefinitionPtr& def, const std::string& id, json input) override;
+  FireStart start_fire(const DefinitionPtr& def, const std::string& id, json input) override;
   bool is_running(const std::string& id) const override;
   void persist(const std::string& key, std::optional<std::string> value,
                std::function<void()> on_durable) override;
@@ -1605,14 +1605,15 @@ void Daemon::on_schedules_due() {
   arm_schedules();
 }
 
-bool Daemon::start_fire(const DefinitionPtr& def, const std::string& id, json input) {
-  if (find_live(id)) return false;
+ScheduleHost::FireStart Daemon::start_fire(const DefinitionPtr& def, const std::string& id,
+                                           json input) {
+  if (find_live(id)) return FireStart::exists;
   auto stored = journal_->load_state(id);
   if (!stored) {
     spdlog::error("schedule: cannot check for instance {}: {}", id, stored.error().message);
-    return false;
+    return FireStart::failed;
   }
-  if (*stored) return false;
+  if (*stored) return FireStart::exists;
   if (auto fire = parse_fire_id(id)) {
     TemplateScope scope;
     scope.instance_id = id;
@@ -1623,13 +1624,13 @@ bool Daemon::start_fire(const DefinitionPtr& def, const std::string& id, json in
     if (!rendered) {  // the loader lets only these three through
       spdlog::error("schedule: the input of {} cannot be rendered: {}", id,
                     rendered.error().message);
-      return false;
+      return FireStart::failed;
     }
     input = std::move(rendered->value);
   }
   Live& live = add_live(id, def);
   commit(live, start(*def, live.inst, id, std::move(input), std::nullopt, now_ms()), true);
-  return true;
+  return FireStart::started;
 }
 
 bool Daemon::is_running(const std::string& id) const {

@@ -230,11 +230,18 @@ void Scheduler::fire(Entry& e, TimePoint at) {
     }
   }
   const std::string id = fire_id(e.def->name, e.index, at);
-  if (host_.start_fire(e.def, id, e.spec.input)) {
-    ++e.started;
-    spdlog::info("schedule {}: started {}", label(e), id);
-  } else {
-    spdlog::info("schedule {}: {} exists already; not starting it again", label(e), id);
+  switch (host_.start_fire(e.def, id, e.spec.input)) {
+    case ScheduleHost::FireStart::started:
+      ++e.started;
+      spdlog::info("schedule {}: started {}", label(e), id);
+      break;
+    case ScheduleHost::FireStart::exists:
+      spdlog::info("schedule {}: {} exists already; not starting it again", label(e), id);
+      break;
+    case ScheduleHost::FireStart::failed:
+      spdlog::error("schedule {}: the fire at {} was not started (see above)", label(e),
+                    format_rfc3339(at));
+      return;
   }
   e.last_fire = at;
 }

@@ -36,9 +36,11 @@ class SystemClock final : public Clock {
 class ScheduleHost {
  public:
   virtual ~ScheduleHost() = default;
-  // Starts the instance of a fire under `id`. False when an instance with that id exists already
-  // (it was started before a crash): it is not started a second time.
-  virtual bool start_fire(const DefinitionPtr& def, const std::string& id, json input) = 0;
+  // Starts the instance of a fire under `id`. `exists` when an instance with that id exists
+  // already (it was started before a crash): it is not started a second time. `failed` when it
+  // could not be started (the host logged why).
+  enum class FireStart { started, exists, failed };
+  virtual FireStart start_fire(const DefinitionPtr& def, const std::string& id, json input) = 0;
   // True while instance `id` runs or compensates.
   virtual bool is_running(const std::string& id) const = 0;
   // Journals a bookkeeping record (nullopt deletes it); `on_durable`, when set, runs once it is.

@@ -26,12 +26,13 @@ class FakeClock final : public Clock {
 // Stands in for the daemon and its journal: instances by id, and the journaled records.
 class FakeHost final : public ScheduleHost {
  public:
-  bool start_fire(const DefinitionPtr&, const std::string& id, json input) override {
+  FireStart start_fire(const DefinitionPtr&, const std::string& id, json input) override {
     ++start_calls[id];
-    if (instances.contains(id)) return false;
+    if (fail_starts) return FireStart::failed;
+    if (instances.contains(id)) return FireStart::exists;
     instances[id] = {true, std::move(input)};
     order.push_back(id);
-    return true;
+    return FireStart::started;
   }
   bool is_running(const std::string& id) const override {
     auto it = instances.find(id);
@@ -63,6 +64,7 @@ class FakeHost final : public ScheduleHost {
   std::map<std::string, int> start_calls;
   std::map<std::string, std::string> records;
   bool journal_works = true;
+  bool fail_starts = false;
 };
 
 DefinitionPtr workflow(const std::string& name, std::vector<ScheduleDef> schedules) {
@@ -593,4 +595,21 @@ TEST_CASE("a damaged schedule record is read as empty, never thrown on", "[sched
   REQUIRE(listed.size() == 1);
   CHECK(listed[0]["started"] == 0);
   CHECK(listed[0]["next_fire"] == "2026-11-23T01:00:00.000Z");
+}
+
+TEST_CASE("a fire that cannot be started is not counted as started nor as the last fire",
+          "[scheduler]") {
+  FakeClock clock(utc("2026-11-23T00:30:00Z"));
+  FakeHost host;
+  Scheduler s(clock, host);
+  s.restore({});
+  s.sync({workflow("wf", {hourly(Catchup::latest, Overlap::skip)})});
+  host.fail_starts = true;
+  clock.set("2026-11-23T01:00:00Z");
+  s.tick();
+  CHECK(host.start_calls["wf@2026-11-23T01:00:00Z"] == 1);
+  const json listed = s.list()["schedules"][0];
+  CHECK(listed["started"] == 0);
+  CHECK(listed["last_fire"].is_null());
+  CHECK(show(s.next_wakeup()) == "2026-11-23T02:00:00.000Z");
 }
