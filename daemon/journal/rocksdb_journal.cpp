@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string_view>
@@ -23,6 +24,8 @@
 #include "journal/zeroed_wal.hpp"
 
 namespace saga {
+
+namespace fs = std::filesystem;
 namespace {
 
 // Bump when a key or value layout changes, so that an older sagad refuses a newer journal instead
@@ -650,6 +653,72 @@ class RocksDbJournal final : public Journal {
 
 }  // namespace
 
+namespace {
+
+bool is_database_file(const std::string& name) {
+  return name == "CURRENT" || name.starts_with("MANIFEST-") || name.ends_with(".sst") ||
+         name.ends_with(".log") || name.ends_with(".blob");
+}
+
+// Hard links to a database's files, made before RocksDB opens it and dropped once it has proved
+// to be our journal. A MANIFEST damaged in a way RocksDB does not notice opens as an empty
+// database, and RocksDB then deletes the files it no longer knows as obsolete: put back, they
+// stay for a restore.
+class KeptFiles {
+ public:
+  explicit KeptFiles(const std::string& dir) : dir_(dir), keep_(fs::path(dir) / "saga-keep") {
+    std::error_code ec;
+    // Left by a crash in between: what is missing from dir goes back (RocksDB deletes again what
+    // it no longer needs), the rest is dropped.
+    for (auto it = fs::directory_iterator(keep_, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
+      std::error_code move_ec;
+      const fs::path back = fs::path(dir_) / it->path().filename();
+      if (!fs::exists(back, move_ec)) fs::rename(it->path(), back, move_ec);
+    }
+    fs::remove_all(keep_, ec);
+    ec.clear();
+    for (auto it = fs::directory_iterator(dir_, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (!is_database_file(name) || !it->is_regular_file()) continue;
+      std::error_code link_ec;
+      if (names_.empty()) fs::create_directory(keep_, link_ec);
+      fs::create_hard_link(it->path(), keep_ / name, link_ec);
+      if (!link_ec) names_.push_back(name);
+    }
+  }
+  KeptFiles(const KeptFiles&) = delete;
+  KeptFiles& operator=(const KeptFiles&) = delete;
+  ~KeptFiles() {
+    std::error_code ec;
+    fs::remove_all(keep_, ec);
+  }
+
+  // Whether it held tables: a journal has them only after its format version was written (a
+  // first start writes that before anything else), so tables without one mean a lost MANIFEST.
+  bool held_tables() const {
+    return std::any_of(names_.begin(), names_.end(), [](const std::string& n) {
+      return n.ends_with(".sst") || n.ends_with(".blob");
+    });
+  }
+
+  // Puts every kept file back as it was (CURRENT included).
+  void restore() {
+    for (const std::string& name : names_) {
+      std::error_code ec;
+      fs::rename(keep_ / name, fs::path(dir_) / name, ec);
+    }
+  }
+
+ private:
+  std::string dir_;
+  fs::path keep_;
+  std::vector<std::string> names_;
+};
+
+}  // namespace
+
 Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Durability durability,
                                                       uint64_t min_free_bytes) {
   Tuning tuning = tuned_options();
@@ -674,7 +743,30 @@ Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Du
   // created in it before its format version has been checked; a newer format may also have column
   // families this version does not know, and RocksDB refuses to open without them.
   std::vector<std::string> existing;
-  bool fresh = !rocksdb::DB::ListColumnFamilies(tuning.db, dir, &existing).ok();
+  const rocksdb::Status listed = rocksdb::DB::ListColumnFamilies(tuning.db, dir, &existing);
+  const bool fresh = !listed.ok();
+  // Only an empty directory starts a new journal. One whose database cannot be read (a damaged or
+  // missing CURRENT or MANIFEST) would otherwise be opened as a new, empty journal, and RocksDB
+  // would delete its data files as obsolete: every instance in it lost.
+  if (fresh) {
+    std::error_code ec;
+    // A database's files, not its LOCK or info LOG, which a failed open leaves behind too.
+    bool holds_files = false;
+    if (fs::is_directory(dir, ec)) {
+      for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
+           it.increment(ec)) {
+        if (is_database_file(it->path().filename().string())) holds_files = true;
+      }
+    }
+    if (holds_files) {
+      return make_error(
+          ErrorCode::failed_precondition,
+          "the journal in " + dir + " cannot be read (" + listed.ToString() +
+              "), and it holds a database's files: sagad does not start a new "
+              "journal over them. Restore the state directory from a backup, or move " +
+              dir + " away to start with an empty journal");
+    }
+  }
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   if (fresh) {
     for (auto name : kCfNames) {
@@ -690,6 +782,7 @@ Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Du
   // Owns every handle until the journal takes them over.
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
+  KeptFiles kept(dir);
   auto s = rocksdb::DB::Open(tuning.db, dir, descriptors, &handles, &raw);
   if (!s.ok()) {
     if (is_lock_conflict(s)) {
@@ -736,7 +829,19 @@ Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Du
                     std::string(kOlderFormat) + ", which it upgrades); use a matching sagad");
   }
   // Without a version, only a journal whose first start was interrupted (some of our column
-  // families and nothing else) is ours to complete; anything more is another program's database.
+  // families and nothing else) is ours to complete; anything more is another program's database,
+  // or ours with its MANIFEST damaged, which RocksDB opened as an empty database.
+  if (!version && kept.held_tables()) {
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    db->Close().PermitUncheckedError();
+    db.reset();
+    kept.restore();
+    return make_error(ErrorCode::failed_precondition,
+                      "the journal in " + dir +
+                          " opens without its format version although it holds tables: its "
+                          "MANIFEST is damaged, and sagad does not start a new journal over them. "
+                          "Restore the state directory from a backup");
+  }
   if (!version && !unknown.empty()) {
     return fail(ErrorCode::failed_precondition,
                 "directory " + dir +

@@ -1031,3 +1031,78 @@ TEST_CASE("ids written in no particular order, interleaved and removed, read bac
   all.limit = 1000;
   CHECK(ids_of(*j->list(all)) == kept);
 }
+
+TEST_CASE("a journal whose CURRENT or MANIFEST is damaged is refused, never started over") {
+  namespace fs = std::filesystem;
+  TempDir dir;
+  {
+    auto j = open_ok(dir.path);
+    CommitBatch b;
+    b.instances.push_back(
+        instance_write("kept", 1, state_json("kept", "running"), false, 1, 1, true));
+    commit_ok(*j, b);
+  }
+  {
+    // Into tables, as a journal that has run a while has its records.
+    std::vector<std::string> names;
+    REQUIRE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.path, &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+    for (const auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    REQUIRE(rocksdb::DB::Open(rocksdb::DBOptions(), dir.path, cfs, &handles, &db).ok());
+    REQUIRE(db->Flush(rocksdb::FlushOptions(), handles).ok());
+    for (auto* h : handles) REQUIRE(db->DestroyColumnFamilyHandle(h).ok());
+    REQUIRE(db->Close().ok());
+    delete db;
+  }
+  const std::string backup = dir.path + ".backup";
+  fs::copy(dir.path, backup, fs::copy_options::recursive);
+  auto damage_and_open = [&](const std::function<void()>& damage) {
+    damage();
+    for (int attempt = 0; attempt < 2; ++attempt) {  // as a service manager restarts it
+      auto j = open_rocksdb_journal(dir.path, Durability::sync);
+      REQUIRE_FALSE(j.has_value());
+      INFO(j.error().message);
+      CHECK(j.error().message.find("journal in " + dir.path) != std::string::npos);
+    }
+    // Nothing was deleted: the backup's files are all still there.
+    for (const auto& e : fs::directory_iterator(backup)) {
+      const std::string name = e.path().filename().string();
+      if (name.ends_with(".sst") || name.ends_with(".log"))
+        CHECK(fs::exists(dir.path + "/" + name));
+    }
+    fs::remove_all(dir.path);
+    fs::copy(backup, dir.path, fs::copy_options::recursive);
+    auto j = open_ok(dir.path);
+    auto state = j->load_state("kept");
+    REQUIRE(state.has_value());
+    CHECK(state->has_value());
+  };
+  SECTION("CURRENT removed") {
+    damage_and_open([&] { fs::remove(dir.path + "/CURRENT"); });
+  }
+  SECTION("a MANIFEST that reads as an empty database") {
+    damage_and_open([&] {
+      TempDir other;
+      rocksdb::Options create;
+      create.create_if_missing = true;
+      rocksdb::DB* db = nullptr;
+      REQUIRE(rocksdb::DB::Open(create, other.path, &db).ok());
+      delete db;
+      for (const auto& e : fs::directory_iterator(other.path)) {
+        if (!e.path().filename().string().starts_with("MANIFEST-")) continue;
+        fs::copy_file(e.path(), dir.path + "/MANIFEST-009999");
+      }
+      std::ofstream(dir.path + "/CURRENT", std::ios::trunc) << "MANIFEST-009999\n";
+    });
+  }
+  SECTION("MANIFEST truncated") {
+    damage_and_open([&] {
+      for (const auto& e : fs::directory_iterator(dir.path)) {
+        if (e.path().filename().string().starts_with("MANIFEST-")) fs::resize_file(e.path(), 100);
+      }
+    });
+  }
+  fs::remove_all(backup);
+}
