@@ -263,7 +263,15 @@ Result<void> ControlServer::listen(const std::string& path) {
   if (path.size() >= sizeof(probe.sun_path)) {
     return make_error(ErrorCode::invalid_argument, "socket path " + path + " is too long");
   }
-  if (::access(path.c_str(), F_OK) == 0) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      // Only a socket left by a crash is ours to replace: anything else is someone's file.
+      return make_error(ErrorCode::already_exists,
+                        path +
+                            " exists and is not a socket; remove it or give sagad another "
+                            "--socket");
+    }
     if (someone_answers(path)) {
       return make_error(ErrorCode::already_exists,
                         "another sagad is already listening on " + path +

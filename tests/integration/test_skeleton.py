@@ -208,3 +208,15 @@ def test_stale_socket_is_replaced_and_a_live_one_refused(daemon):
     assert daemon.socket in second.stderr
     time.sleep(0.1)
     assert daemon.ctl("ping").returncode == 0
+
+    # A file at the socket path that is not a socket is someone's: it is left alone.
+    precious = os.path.join(daemon.root, "precious.txt")
+    with open(precious, "w") as f:
+        f.write("data")
+    third = subprocess.run([SAGAD, "--workflows", daemon.workflows, "--plugins", PLUGINS,
+                            "--state", daemon.state + "-3", "--socket", precious],
+                           capture_output=True, text=True, timeout=60)
+    assert third.returncode != 0
+    assert f"{precious} exists and is not a socket" in third.stderr, third.stderr
+    with open(precious) as f:
+        assert f.read() == "data"
