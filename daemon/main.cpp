@@ -142,7 +142,8 @@ std::optional<std::string> apply_option(const std::string& key,
   auto& c = s.config;
   if (values.empty()) return key + " needs a value";
   for (const auto& v : values) {
-    if (v.empty()) return key + " needs a non-empty value";
+    // An empty secrets is "no secrets directory", as --print-config shows the default.
+    if (v.empty() && key != "secrets") return key + " needs a non-empty value";
   }
   const std::string& v = values.front();
   if (key == "plugins") {
@@ -178,6 +179,11 @@ std::optional<std::string> apply_option(const std::string& key,
     auto d = saga::parse_duration(v);
     if (!d) {
       return key + " is a duration such as 30d, 10s or 1h30m (at most 36500d), not \"" + v + "\"";
+    }
+    // Ended instances are answered from the journal (inspect, start --id that finds them): a
+    // retention of nothing would forget an instance as it ends.
+    if (key == "retention" && d->count() == 0) {
+      return "retention is how long ended instances are kept, and must be longer than 0s";
     }
     (key == "retention" ? c.retention : c.grace) = *d;
   }

@@ -189,6 +189,8 @@ def test_config_errors_name_file_line_and_column(tmp_path):
         ("durability: fast\n", ":1:13: durability is sync or async"),
         ("grace: soon\n", ":1:8: grace is a duration"),
         ("retention: [30d]\n", ":1:12: retention takes one plain value"),
+        ("retention: 0s\n", ":1:12: retention is how long ended instances are kept, and must be "
+                            "longer than 0s"),
         ("plugins: {a: b}\n", ":1:10: plugins is a path or a list of paths"),
         ("plugins:\n  - /a\n  - {b: c}\n", ":3:5: plugins is a list of paths"),
         ("socket:\n", ":1:1: socket needs a value"),
@@ -235,6 +237,14 @@ def parse_printed(text):
         value = value.strip()
         out[key] = [] if value in ("", "[]") else value
     return out
+
+
+def test_the_printed_config_reads_back_as_itself(tmp_path):
+    printed = sagad("--config", "/dev/null", "--print-config")
+    assert printed.returncode == 0, printed.stderr
+    again = sagad("--config", write(tmp_path, printed.stdout), "--print-config")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == printed.stdout
 
 
 def test_flags_win_over_the_file(tmp_path):
