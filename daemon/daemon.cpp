@@ -114,6 +114,9 @@ constexpr uint64_t kWatchDropGraceMs = 10'000;
 // The largest step output (its JSON text) that is journaled; a larger one fails the step.
 constexpr size_t kMaxOutputBytes = size_t{32} << 20;
 
+// Between two retention passes while there is more to look at.
+constexpr uint64_t kRetentionPassGapMs = 20;
+
 // The longest the loop waits for a timer before it looks at the wall clock again.
 constexpr Millis kWallClockStep{5'000};
 
@@ -252,6 +255,7 @@ class Daemon final : private ScheduleHost {
 
   // Retention: deletes terminal instances older than --retention, a batch per tick.
   void expire_instances();
+  void arm_retention(uint64_t first_ms);
 
   // Schedules (DESIGN §3 `schedule:`): the Scheduler decides, these start and journal.
   void start_scheduler();
@@ -286,6 +290,9 @@ class Daemon final : private ScheduleHost {
   uv_timer_t* drain_timer_ = nullptr;
   uv_timer_t* debounce_ = nullptr;
   uv_timer_t* retention_timer_ = nullptr;
+  Journal::ExpiredScan retention_scan_;  // where the next retention pass goes on
+  uint64_t retention_tick_ms_ = 0;       // between passes once it has caught up
+  uint64_t retention_deleted_ = 0;       // in the sweep under way
   uv_fs_event_t* watcher_ = nullptr;
   std::vector<uv_signal_t*> signals_;
   int lock_fd_ = -1;
@@ -1670,9 +1677,17 @@ void Daemon::handle_schedules(ControlServer::Call& call) {
   sync_schedules();  // re-arms: a paused schedule has no next fire
 }
 
+void Daemon::arm_retention(uint64_t first_ms) {
+  uv_timer_start(
+      retention_timer_, [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->expire_instances(); },
+      first_ms, retention_tick_ms_);
+}
+
 void Daemon::expire_instances() {
   if (journal_failed_ || draining_) return;
-  auto expired = journal_->expired(now_ms() - config_.retention, 200);
+  // Small passes (200 deletions, 1,000 instances read), one after another while there is more,
+  // so that retention keeps up with any load and never holds the loop for long.
+  auto expired = journal_->expired(now_ms() - config_.retention, 200, &retention_scan_);
   if (!expired) {
     spdlog::warn("retention: {}", expired.error().message);
     return;
@@ -1684,9 +1699,12 @@ void Daemon::expire_instances() {
       return;
     }
   }
-  if (!expired->empty()) {
-    spdlog::info("retention: deleted {} instances that ended more than {} ago", expired->size(),
+  retention_deleted_ += expired->size();
+  if (!retention_scan_.after.empty()) return arm_retention(kRetentionPassGapMs);
+  if (retention_deleted_ > 0) {  // once a sweep, however many passes it took
+    spdlog::info("retention: deleted {} instances that ended more than {} ago", retention_deleted_,
                  format_duration(config_.retention));
+    retention_deleted_ = 0;
   }
 }
 
@@ -1860,11 +1878,9 @@ int Daemon::run() {
   retention_timer_ = new uv_timer_t;
   uv_timer_init(&loop_, retention_timer_);
   retention_timer_->data = this;
-  // Small batches, often enough to keep up, never a long stall of the loop.
-  auto tick = std::clamp<int64_t>(config_.retention.count() / 4, 500, 60'000);
-  uv_timer_start(
-      retention_timer_, [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->expire_instances(); },
-      static_cast<uint64_t>(tick), static_cast<uint64_t>(tick));
+  retention_tick_ms_ =
+      static_cast<uint64_t>(std::clamp<int64_t>(config_.retention.count() / 4, 500, 60'000));
+  arm_retention(retention_tick_ms_);
 
   spdlog::info("sagad {} ready: {} workflows, {} instances in flight, socket {}", SAGA_VERSION,
                workflows_->current().size(), live_.size(), config_.socket_path);

@@ -89,8 +89,16 @@ class Journal {
   virtual Result<ListPage> list(const ListFilter& filter) = 0;
   virtual Result<std::optional<std::string>> load_definition(const std::string& version) = 0;
   // Up to `limit` terminal instances whose last transition is older than `cutoff`, oldest
-  // first.
-  virtual Result<std::vector<ExpiredInstance>> expired(TimePoint cutoff, size_t limit) = 0;
+  // first. With `scan`, the search starts after `scan->after` and reads at most
+  // `scan->max_examined` instances, then leaves in `scan->after` where the next call goes on
+  // (empty once it reached the end): a pass costs the loop little however many old instances
+  // must stay (failed ones).
+  struct ExpiredScan {
+    std::string after;
+    size_t max_examined = 1000;
+  };
+  virtual Result<std::vector<ExpiredInstance>> expired(TimePoint cutoff, size_t limit,
+                                                       ExpiredScan* scan = nullptr) = 0;
   // Deletes an instance with its history and index entries; `created_at` (from expired()) finds
   // the entry that list() walks.
   virtual Result<void> remove(const std::string& id, TimePoint created_at) = 0;

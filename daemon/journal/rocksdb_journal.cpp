@@ -562,7 +562,8 @@ class RocksDbJournal final : public Journal {
     return versions;
   }
 
-  Result<std::vector<ExpiredInstance>> expired(TimePoint cutoff, size_t limit) override {
+  Result<std::vector<ExpiredInstance>> expired(TimePoint cutoff, size_t limit,
+                                               ExpiredScan* scan) override {
     std::vector<ExpiredInstance> ids;
     int64_t cutoff_ms = to_unix_ms(cutoff);
     if (limit == 0 || cutoff_ms <= 0) return ids;
@@ -577,8 +578,19 @@ class RocksDbJournal final : public Journal {
     options.snapshot = snapshot.snapshot();
     options.iterate_upper_bound = &upper;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, cfs_[kByCreated]));
-    for (it->SeekToFirst(); it->Valid() && ids.size() < limit; it->Next()) {
-      std::string id = it->key().ToString().substr(8);
+    if (scan && !scan->after.empty()) {
+      it->Seek(scan->after);
+      if (it->Valid() && it->key() == rocksdb::Slice(scan->after)) it->Next();
+    } else {
+      it->SeekToFirst();
+    }
+    size_t examined = 0;
+    std::string last;
+    for (; it->Valid() && ids.size() < limit; it->Next()) {
+      if (scan && examined == scan->max_examined) break;
+      ++examined;
+      last = it->key().ToString();
+      std::string id = last.substr(8);
       auto active = get(options, kActive, id);
       if (!active) return std::unexpected(active.error());
       if (*active) continue;
@@ -602,6 +614,7 @@ class RocksDbJournal final : public Journal {
       }
     }
     if (!it->status().ok()) return storage_error(dir_, "finding expired instances", it->status());
+    if (scan) scan->after = it->Valid() ? last : std::string();
     return ids;
   }
 

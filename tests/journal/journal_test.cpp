@@ -658,6 +658,27 @@ TEST_CASE(
   CHECK(*j->expired(cutoff, 1) == std::vector<ExpiredInstance>{{"old-done", from_unix_ms(1000)}});
   CHECK(j->expired(cutoff, 0)->empty());
 
+  // In bounded passes that go on where the last one stopped, and start over at the end.
+  Journal::ExpiredScan scan;
+  scan.max_examined = 2;
+  std::vector<std::vector<std::string>> passes;
+  for (int pass = 0; pass < 5; ++pass) {
+    auto found = j->expired(cutoff, 10, &scan);
+    REQUIRE(found.has_value());
+    std::vector<std::string> ids;
+    for (const auto& e : *found) ids.push_back(e.id);
+    passes.push_back(ids);
+    CHECK(scan.after.empty() == (pass == 2));  // six instances, two a pass, then over again
+  }
+  CHECK(passes == std::vector<std::vector<std::string>>{
+                      {"old-done"}, {"old-comp"}, {}, {"old-done"}, {"old-comp"}});
+  scan = {};
+  scan.max_examined = 10;
+  CHECK(j->expired(cutoff, 1, &scan)->size() == 1);
+  CHECK(!scan.after.empty());  // stopped at the limit: more may follow
+  CHECK(*j->expired(cutoff, 1, &scan) ==
+        std::vector<ExpiredInstance>{{"old-comp", from_unix_ms(1003)}});
+
   REQUIRE(j->remove("old-done", from_unix_ms(1000)).has_value());
   CHECK(*j->expired(cutoff, 10) == std::vector<ExpiredInstance>{{"old-comp", from_unix_ms(1003)}});
   CHECK(all_pages(*j, ListFilter{}) ==

@@ -40,7 +40,7 @@ class SlowJournal : public Journal {
   Result<std::optional<std::string>> load_definition(const std::string&) override {
     return std::nullopt;
   }
-  Result<std::vector<ExpiredInstance>> expired(TimePoint, size_t) override {
+  Result<std::vector<ExpiredInstance>> expired(TimePoint, size_t, ExpiredScan*) override {
     return std::vector<ExpiredInstance>{};
   }
   Result<void> remove(const std::string&, TimePoint) override { return {}; }
