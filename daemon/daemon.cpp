@@ -1,6 +1,8 @@
 #include "daemon.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -1774,6 +1776,13 @@ int Daemon::run() {
   // connection, not the process. Children get default dispositions back (the exec plugin
   // resets them when it spawns).
   std::signal(SIGPIPE, SIG_IGN);
+  // Until the loop handles them (below), SIGTERM, SIGINT and SIGHUP wait: a stray SIGHUP during
+  // recovery would otherwise end sagad (its default action), and a SIGTERM skip the drain. Every
+  // thread started from here on keeps them blocked, so that the loop thread gets them.
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int signum : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&handled, signum);
+  pthread_sigmask(SIG_BLOCK, &handled, nullptr);
   if (auto opened = open(); !opened) {
     spdlog::critical("{}", opened.error().message);
     return 1;
@@ -1848,6 +1857,7 @@ int Daemon::run() {
         signum);
     signals_.push_back(s);
   }
+  pthread_sigmask(SIG_UNBLOCK, &handled, nullptr);  // what came meanwhile is handled now
 
   watcher_ = new uv_fs_event_t;
   uv_fs_event_init(&loop_, watcher_);

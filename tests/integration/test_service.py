@@ -422,3 +422,43 @@ steps:
     doc = daemon.inspect("drained", history=True)
     assert not events(doc, "step_interrupted"), doc["history"]
     assert [e["attempt"] for e in events(doc, "step_started", "c")] == [1]
+
+
+def test_signals_during_recovery_wait_for_the_loop(daemon):
+    # Instances parked on an hour-long retry timer: recovery has something to do.
+    daemon.add_workflow("parked.yaml", """
+name: parked
+steps:
+  - name: a
+    uses: testing.fail
+    retry: {max_attempts: 3, initial_interval: 1h}
+""")
+    daemon.start()
+    from conftest import Rpc
+    rpc = Rpc(daemon.socket)
+    for _ in range(3000):
+        rpc.send("start", {"workflow": "parked", "input": {}})
+    assert all("result" in rpc.read(timeout=120) for _ in range(3000))
+    rpc.close()
+    daemon.kill()
+
+    before = len(daemon.log())
+    daemon.start(wait=False)
+    deadline = time.time() + 30
+    while len(daemon.log()) == before and time.time() < deadline:  # past its first log line
+        time.sleep(0.001)
+    daemon.proc.send_signal(signal.SIGHUP)  # its default action would end sagad
+    daemon.wait_ready()
+    time.sleep(0.2)
+    assert daemon.proc.poll() is None, daemon.log()[before:]
+    assert "SIGHUP: reloading" in daemon.log()[before:]
+
+    # A SIGTERM that comes during recovery drains once it is done, and sagad exits 0.
+    daemon.kill()
+    before = len(daemon.log())
+    daemon.start(wait=False)
+    while len(daemon.log()) == before and time.time() < deadline + 30:
+        time.sleep(0.001)
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=60) == 0, daemon.log()[before:]
+    assert "SIGTERM: draining" in daemon.log()[before:]
