@@ -255,6 +255,8 @@ std::string render_prometheus(const json& stats) {
   e.sample("saga_retries_total", {}, number(stats.value("retries", json(0))));
 
   const json journal = stats.value("journal", json::object());
+  e.family("saga_journal_up", "gauge", "1 while the journal takes writes, 0 once one failed.");
+  e.sample("saga_journal_up", {}, journal.value("ok", true) ? "1" : "0");
   e.family("saga_journal_commits_total", "counter", "Journal commits (write batches).");
   e.sample("saga_journal_commits_total", {}, number(journal.value("commits", json(0))));
   e.family("saga_journal_writes_total", "counter",

@@ -566,6 +566,12 @@ int main(int argc, char** argv) {
                                human_duration(result.value("uptime_s", 0.0) * 1000.0),
                                text_of(result["state_dir"]));
     }
+    // Answering is not enough to be healthy: a sagad whose journal stopped takes no work.
+    const json journal = rc == kOk ? result.value("journal", json::object()) : json::object();
+    if (rc == kOk && !journal.value("ok", true)) {
+      rc = fail(kFailed, "the journal has stopped (" + text_of(journal["error"]) +
+                             "); sagad takes no new work until it is restarted");
+    }
   } else if (start->parsed()) {
     json params = {{"workflow", workflow}, {"wait", wait}};
     int code = kOk;

@@ -300,6 +300,7 @@ class Daemon final : private ScheduleHost {
   int lock_fd_ = -1;
   bool draining_ = false;
   bool journal_failed_ = false;
+  std::string journal_error_;      // why, once it failed
   bool workers_detached_ = false;  // attempts outlived the grace period
   TimePoint drain_deadline_{};
   TimePoint started_at_ = now_ms();
@@ -987,6 +988,7 @@ void Daemon::drop_watch(Watch& w, const std::string& why) {
 void Daemon::on_journal_failure(const Error& error) {
   if (journal_failed_) return;
   journal_failed_ = true;
+  journal_error_ = error.message;
   spdlog::critical(
       "journal write failed: {}. sagad accepts no new work and acts on nothing "
       "further; free the disk and restart it: every acknowledged instance resumes",
@@ -1462,7 +1464,9 @@ json Daemon::stats_json() const {
       {"compensations", compensations_},
       {"retries", retries_},
       {"journal",
-       {{"commits", cs.commits},
+       {{"ok", !journal_failed_},
+        {"error", journal_failed_ ? json(journal_error_) : json()},
+        {"commits", cs.commits},
         {"writes", cs.writes},
         {"avg_batch",
          cs.commits ? static_cast<double>(cs.writes) / static_cast<double>(cs.commits) : 0.0},
@@ -1534,11 +1538,14 @@ void Daemon::on_call(ControlServer::Call call) {
   const std::string& m = call.method;
   if (m == "ping") {
     auto uptime = std::chrono::duration_cast<std::chrono::seconds>(now_ms() - started_at_).count();
-    return ControlServer::reply(call.conn, call.id,
-                                {{"version", SAGA_VERSION},
-                                 {"uptime_s", uptime},
-                                 {"state_dir", config_.state_dir},
-                                 {"pid", static_cast<int64_t>(getpid())}});
+    return ControlServer::reply(
+        call.conn, call.id,
+        {{"version", SAGA_VERSION},
+         {"uptime_s", uptime},
+         {"state_dir", config_.state_dir},
+         {"pid", static_cast<int64_t>(getpid())},
+         {"journal",
+          {{"ok", !journal_failed_}, {"error", journal_failed_ ? json(journal_error_) : json()}}}});
   }
   if (m == "inspect") return handle_inspect(call);
   if (m == "list") return handle_list(call);
@@ -1717,6 +1724,9 @@ std::string Daemon::service_status() const {
     if (live->inst.state == InstanceState::compensating) ++compensating;
   }
   size_t attempts = executor_->busy();
+  if (journal_failed_) {
+    return "journal stopped, no new work: " + journal_error_ + "; restart sagad once fixed";
+  }
   if (draining_) return fmt::format("draining: {} attempts still running", attempts);
   return fmt::format("{} running, {} compensating, {} attempts in flight, {} workflows", running,
                      compensating, attempts, workflows_->current().size());

@@ -79,6 +79,14 @@ def test_full_disk_refuses_new_work_and_loses_nothing_acknowledged(tmp_path):
         assert "journal is unavailable" in again["error"]["message"], again
         assert d.proc.poll() is None, "sagad exited on a full disk"
         assert "journal write failed" in d.log()
+        # And says so where operators and monitoring look.
+        ping = d.ctl("ping")
+        assert ping.returncode == 1 and "the journal has stopped" in ping.stderr, ping
+        code, doc = d.ctl_json("ping")
+        assert code == 1 and doc["journal"]["ok"] is False and doc["journal"]["error"], doc
+        code, stats = d.ctl_json("stats")
+        assert code == 0 and stats["journal"]["ok"] is False
+        assert "saga_journal_up 0" in d.ctl("stats", "--prometheus").stdout
 
         # Room again, and a restart: every acknowledged start is carried to its end.
         os.remove(disk / "filler")
