@@ -1113,26 +1113,27 @@ class Loader {
     if (!node.IsScalar()) return;
     const json value = scalar_json(node);
     if (!value.is_string()) return;
-    auto refs = find_templates(value);
-    if (!refs) {
-      std::istringstream lines(refs.error().message);
-      for (std::string line; std::getline(lines, line);) diags_.add(node.Mark(), line);
-      return;
-    }
+    auto refs = templates_in(value, node.Mark());
+    if (!refs) return;
     for (const TemplateRef& ref : *refs) {
       if (auto why = check_ref(ref, self, compensation)) diags_.add(node.Mark(), *why);
     }
   }
 
+  // The templates in `value`; malformed ones are reported at `mark`, one line each.
+  std::optional<std::vector<TemplateRef>> templates_in(const json& value, const YAML::Mark& mark) {
+    auto refs = find_templates(value);
+    if (refs) return std::move(*refs);
+    std::istringstream lines(refs.error().message);
+    for (std::string line; std::getline(lines, line);) diags_.add(mark, line);
+    return std::nullopt;
+  }
+
   // A schedule's input is rendered when it fires, with what a fire knows: its time, its
   // instance id and the workflow's name.
   void check_schedule_input(const Field& f, const json& input, const std::string& who) {
-    auto refs = find_templates(input);
-    if (!refs) {
-      std::istringstream lines(refs.error().message);
-      for (std::string line; std::getline(lines, line);) diags_.add(f.mark(), line);
-      return;
-    }
+    auto refs = templates_in(input, f.mark());
+    if (!refs) return;
     for (const TemplateRef& ref : *refs) {
       const std::vector<std::string>& p = ref.path;
       const bool known = p.size() == 2 && ((p[0] == "schedule" && p[1] == "fire_time") ||
