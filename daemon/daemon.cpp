@@ -1793,6 +1793,10 @@ int Daemon::run() {
   sigemptyset(&handled);
   for (int signum : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&handled, signum);
   pthread_sigmask(SIG_BLOCK, &handled, nullptr);
+  if (auto usable = ControlServer::check_path(config_.socket_path); !usable) {
+    spdlog::critical("{}", usable.error().message);
+    return 1;
+  }
   if (auto opened = open(); !opened) {
     spdlog::critical("{}", opened.error().message);
     return 1;

@@ -10,6 +10,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 namespace saga {
 
@@ -258,20 +259,34 @@ ControlServer::~ControlServer() {
   close();
 }
 
-Result<void> ControlServer::listen(const std::string& path) {
+Result<void> ControlServer::check_path(const std::string& path) {
   sockaddr_un probe{};
   if (path.size() >= sizeof(probe.sun_path)) {
-    return make_error(ErrorCode::invalid_argument, "socket path " + path + " is too long");
+    return make_error(ErrorCode::invalid_argument,
+                      "socket path " + path + " is too long (at most " +
+                          std::to_string(sizeof(probe.sun_path) - 1) + " bytes)");
   }
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  struct stat st {};
+  if (!dir.empty() && (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))) {
+    return make_error(ErrorCode::not_found, "the directory of socket " + path +
+                                                " does not exist; create it or give sagad "
+                                                "another --socket");
+  }
+  if (::lstat(path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode)) {
+    // Only a socket left by a crash is ours to replace: anything else is someone's file.
+    return make_error(ErrorCode::already_exists,
+                      path +
+                          " exists and is not a socket; remove it or give sagad another "
+                          "--socket");
+  }
+  return {};
+}
+
+Result<void> ControlServer::listen(const std::string& path) {
+  if (auto usable = check_path(path); !usable) return usable;
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) {
-      // Only a socket left by a crash is ours to replace: anything else is someone's file.
-      return make_error(ErrorCode::already_exists,
-                        path +
-                            " exists and is not a socket; remove it or give sagad another "
-                            "--socket");
-    }
     if (someone_answers(path)) {
       return make_error(ErrorCode::already_exists,
                         "another sagad is already listening on " + path +

@@ -45,6 +45,9 @@ class ControlServer {
   // Binds the socket (mode 0660). A socket file nobody answers on is replaced; one a live
   // process answers on is an error naming it.
   Result<void> listen(const std::string& path);
+  // What listen() would refuse about `path` before trying (too long, no directory, a file that
+  // is not a socket): checked at startup, before the work of recovery.
+  static Result<void> check_path(const std::string& path);
   // Stops accepting, closes every connection and removes the socket file.
   void close();
 

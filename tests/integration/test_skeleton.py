@@ -220,3 +220,12 @@ def test_stale_socket_is_replaced_and_a_live_one_refused(daemon):
     assert f"{precious} exists and is not a socket" in third.stderr, third.stderr
     with open(precious) as f:
         assert f.read() == "data"
+
+    # A socket that cannot be made is reported at once, before the journal is even opened.
+    missing = os.path.join(daemon.root, "no-such-dir", "s.sock")
+    fourth = subprocess.run([SAGAD, "--workflows", daemon.workflows, "--plugins", PLUGINS,
+                             "--state", daemon.state + "-4", "--socket", missing],
+                            capture_output=True, text=True, timeout=60)
+    assert fourth.returncode != 0
+    assert f"the directory of socket {missing} does not exist" in fourth.stderr, fourth.stderr
+    assert not os.path.exists(daemon.state + "-4")
