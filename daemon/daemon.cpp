@@ -363,6 +363,8 @@ Result<void> Daemon::open() {
                       "cannot create state directory " + config_.state_dir + ": " + ec.message());
   }
   if (auto locked = lock_state_dir(); !locked) return locked;
+  // Before the journal and the work of recovery; the socket may be in the state directory.
+  if (auto usable = ControlServer::check_path(config_.socket_path); !usable) return usable;
   auto journal = open_rocksdb_journal((fs::path(config_.state_dir) / "journal").string(),
                                       config_.durability, config_.min_free_mb << 20);
   if (!journal) return std::unexpected(journal.error());
@@ -1793,10 +1795,6 @@ int Daemon::run() {
   sigemptyset(&handled);
   for (int signum : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&handled, signum);
   pthread_sigmask(SIG_BLOCK, &handled, nullptr);
-  if (auto usable = ControlServer::check_path(config_.socket_path); !usable) {
-    spdlog::critical("{}", usable.error().message);
-    return 1;
-  }
   if (auto opened = open(); !opened) {
     spdlog::critical("{}", opened.error().message);
     return 1;

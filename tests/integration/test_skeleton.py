@@ -228,4 +228,18 @@ def test_stale_socket_is_replaced_and_a_live_one_refused(daemon):
                             capture_output=True, text=True, timeout=60)
     assert fourth.returncode != 0
     assert f"the directory of socket {missing} does not exist" in fourth.stderr, fourth.stderr
-    assert not os.path.exists(daemon.state + "-4")
+    assert not os.path.exists(os.path.join(daemon.state + "-4", "journal"))
+    # A socket in the state directory is fine on a first start, which creates that directory.
+    fifth_state = daemon.state + "-5"
+    fifth = subprocess.Popen([SAGAD, "--workflows", daemon.workflows, "--plugins", PLUGINS,
+                              "--state", fifth_state, "--socket", fifth_state + "/s.sock"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while not os.path.exists(fifth_state + "/s.sock") and time.time() < deadline:
+            assert fifth.poll() is None, "sagad refused a socket in its new state directory"
+            time.sleep(0.05)
+        assert os.path.exists(fifth_state + "/s.sock")
+    finally:
+        fifth.terminate()
+        fifth.wait(timeout=60)
