@@ -694,7 +694,9 @@ class KeptFiles {
     for (auto it = fs::directory_iterator(dir_, ec); !ec && it != fs::directory_iterator();
          it.increment(ec)) {
       const std::string name = it->path().filename().string();
-      if (!is_database_file(name) || !it->is_regular_file()) continue;
+      if (!is_database_file(name)) continue;
+      holds_files_ = true;
+      if (!it->is_regular_file()) continue;
       std::error_code link_ec;
       if (names_.empty()) fs::create_directory(keep_, link_ec);
       fs::create_hard_link(it->path(), keep_ / name, link_ec);
@@ -707,6 +709,10 @@ class KeptFiles {
     std::error_code ec;
     fs::remove_all(keep_, ec);
   }
+
+  // Whether the directory held a database's files (not its LOCK or info LOG, which a failed
+  // open leaves behind too).
+  bool held_files() const { return holds_files_; }
 
   // Whether it held tables: a journal has them only after its format version was written (a
   // first start writes that before anything else), so tables without one mean a lost MANIFEST.
@@ -727,7 +733,8 @@ class KeptFiles {
  private:
   std::string dir_;
   fs::path keep_;
-  std::vector<std::string> names_;
+  std::vector<std::string> names_;  // linked into keep_
+  bool holds_files_ = false;
 };
 
 }  // namespace
@@ -756,22 +763,14 @@ Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Du
   // created in it before its format version has been checked; a newer format may also have column
   // families this version does not know, and RocksDB refuses to open without them.
   std::vector<std::string> existing;
+  KeptFiles kept(dir);
   const rocksdb::Status listed = rocksdb::DB::ListColumnFamilies(tuning.db, dir, &existing);
   const bool fresh = !listed.ok();
   // Only an empty directory starts a new journal. One whose database cannot be read (a damaged or
   // missing CURRENT or MANIFEST) would otherwise be opened as a new, empty journal, and RocksDB
   // would delete its data files as obsolete: every instance in it lost.
   if (fresh) {
-    std::error_code ec;
-    // A database's files, not its LOCK or info LOG, which a failed open leaves behind too.
-    bool holds_files = false;
-    if (fs::is_directory(dir, ec)) {
-      for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
-           it.increment(ec)) {
-        if (is_database_file(it->path().filename().string())) holds_files = true;
-      }
-    }
-    if (holds_files) {
+    if (kept.held_files()) {
       return make_error(
           ErrorCode::failed_precondition,
           "the journal in " + dir + " cannot be read (" + listed.ToString() +
@@ -795,7 +794,6 @@ Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Du
   // Owns every handle until the journal takes them over.
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  KeptFiles kept(dir);
   auto s = rocksdb::DB::Open(tuning.db, dir, descriptors, &handles, &raw);
   if (!s.ok()) {
     if (is_lock_conflict(s)) {
@@ -845,15 +843,13 @@ Result<std::unique_ptr<Journal>> open_rocksdb_journal(const std::string& dir, Du
   // families and nothing else) is ours to complete; anything more is another program's database,
   // or ours with its MANIFEST damaged, which RocksDB opened as an empty database.
   if (!version && kept.held_tables()) {
-    for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
-    db->Close().PermitUncheckedError();
-    db.reset();
-    kept.restore();
-    return make_error(ErrorCode::failed_precondition,
-                      "the journal in " + dir +
-                          " opens without its format version although it holds tables: its "
-                          "MANIFEST is damaged, and sagad does not start a new journal over them. "
-                          "Restore the state directory from a backup");
+    auto refused = fail(ErrorCode::failed_precondition,
+                        "the journal in " + dir +
+                            " opens without its format version although it holds tables: its "
+                            "MANIFEST is damaged, and sagad does not start a new journal over "
+                            "them. Restore the state directory from a backup");
+    kept.restore();  // once the database is closed
+    return refused;
   }
   if (!version && !unknown.empty()) {
     return fail(ErrorCode::failed_precondition,
