@@ -250,6 +250,7 @@ class Daemon final : private ScheduleHost {
   void handle_watch(ControlServer::Call& call);
   json workflows_json() const;
   json stats_json() const;
+  json journal_health() const;  // {"ok", "error"}, for ping and stats
   void count_settled(const Live& live);
   json plugins_json() const;
   Result<json> stored_instance(const std::string& id, bool history);
@@ -1419,7 +1420,12 @@ void Daemon::count_settled(const Live& live) {
   ws.duration_sum_ms += static_cast<uint64_t>(ms);
 }
 
+json Daemon::journal_health() const {
+  return {{"ok", !journal_failed_}, {"error", journal_failed_ ? json(journal_error_) : json()}};
+}
+
 json Daemon::stats_json() const {
+  const json health = journal_health();
   json by_state = json::object();
   for (auto state : {InstanceState::running, InstanceState::compensating, InstanceState::failed,
                      InstanceState::compensation_failed}) {
@@ -1466,8 +1472,8 @@ json Daemon::stats_json() const {
       {"compensations", compensations_},
       {"retries", retries_},
       {"journal",
-       {{"ok", !journal_failed_},
-        {"error", journal_failed_ ? json(journal_error_) : json()},
+       {{"ok", health["ok"]},
+        {"error", health["error"]},
         {"commits", cs.commits},
         {"writes", cs.writes},
         {"avg_batch",
@@ -1540,14 +1546,12 @@ void Daemon::on_call(ControlServer::Call call) {
   const std::string& m = call.method;
   if (m == "ping") {
     auto uptime = std::chrono::duration_cast<std::chrono::seconds>(now_ms() - started_at_).count();
-    return ControlServer::reply(
-        call.conn, call.id,
-        {{"version", SAGA_VERSION},
-         {"uptime_s", uptime},
-         {"state_dir", config_.state_dir},
-         {"pid", static_cast<int64_t>(getpid())},
-         {"journal",
-          {{"ok", !journal_failed_}, {"error", journal_failed_ ? json(journal_error_) : json()}}}});
+    return ControlServer::reply(call.conn, call.id,
+                                {{"version", SAGA_VERSION},
+                                 {"uptime_s", uptime},
+                                 {"state_dir", config_.state_dir},
+                                 {"pid", static_cast<int64_t>(getpid())},
+                                 {"journal", journal_health()}});
   }
   if (m == "inspect") return handle_inspect(call);
   if (m == "list") return handle_list(call);

@@ -285,8 +285,7 @@ Result<void> ControlServer::check_path(const std::string& path) {
 
 Result<void> ControlServer::listen(const std::string& path) {
   if (auto usable = check_path(path); !usable) return usable;
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
+  if (::access(path.c_str(), F_OK) == 0) {  // a socket, check_path says
     if (someone_answers(path)) {
       return make_error(ErrorCode::already_exists,
                         "another sagad is already listening on " + path +
