@@ -203,7 +203,13 @@ std::optional<std::string> read_config_file(const std::string& path, Settings& s
   std::error_code ec;
   if (fs::is_directory(path, ec)) return "config file " + path + " is a directory";
   try {
-    root = YAML::LoadFile(path);
+    std::vector<YAML::Node> documents = YAML::LoadAllFromFile(path);
+    if (documents.size() > 1) {
+      return position(path, documents[1].Mark()) +
+             "a second YAML document starts here, and the config file holds one; merge the two "
+             "or remove the other";
+    }
+    if (!documents.empty()) root = documents.front();
   } catch (const YAML::BadFile&) {
     return "cannot read config file " + path;
   } catch (const YAML::Exception& e) {

@@ -18,6 +18,7 @@
 #include <map>
 #include <sstream>
 #include <string_view>
+#include <utility>
 
 #include "scheduler/cron.hpp"
 #include "scheduler/fire_times.hpp"
@@ -27,6 +28,9 @@ namespace saga {
 namespace {
 
 constexpr uint32_t kMaxUint32 = std::numeric_limits<uint32_t>::max();
+// A schedule starts its missed fires at once: more than this after a downtime is a flood, not a
+// catch-up.
+constexpr uint32_t kMaxCatchup = 10000;
 // Aliases can make a small file expand to a huge tree ("billion laughs"), in values or, from a
 // few long strings, in bytes; a definition is never legitimately this big.
 constexpr size_t kMaxNodes = 1'000'000;
@@ -418,9 +422,9 @@ std::optional<Millis> read_duration(const Field& f, const std::string& label, bo
   return d;
 }
 
-std::optional<uint32_t> read_count(const Field& f, const std::string& label, Diagnostics& diags) {
-  const std::string rule =
-      label + " must be a whole number from 1 to " + std::to_string(kMaxUint32);
+std::optional<uint32_t> read_count(const Field& f, const std::string& label, Diagnostics& diags,
+                                   uint32_t max = kMaxUint32) {
+  const std::string rule = label + " must be a whole number from 1 to " + std::to_string(max);
   if (!f.value.IsScalar()) {
     diags.add(f.mark(), rule + ", not " + describe(f.value));
     return std::nullopt;
@@ -430,8 +434,8 @@ std::optional<uint32_t> read_count(const Field& f, const std::string& label, Dia
     diags.add(f.mark(), rule + ", not " + describe(f.value));
     return std::nullopt;
   }
-  if (j.is_number_unsigned() ? j.get<uint64_t>() > kMaxUint32 || j.get<uint64_t>() < 1
-                             : j.get<int64_t>() < 1 || j.get<int64_t>() > kMaxUint32) {
+  if (j.is_number_unsigned() ? j.get<uint64_t>() > max || j.get<uint64_t>() < 1
+                             : j.get<int64_t>() < 1 || j.get<int64_t>() > max) {
     diags.add(f.mark(), rule + ", not " + f.value.Scalar());
     return std::nullopt;
   }
@@ -478,6 +482,7 @@ struct RetryFields {
   std::optional<double> backoff;
   std::optional<Millis> max_interval;
   std::optional<double> jitter;
+  YAML::Mark initial_mark, max_mark;  // where each interval was written
 };
 
 RetryFields read_retry(const Field& f, const std::string& prefix, const std::string& owner,
@@ -494,10 +499,12 @@ RetryFields read_retry(const Field& f, const std::string& prefix, const std::str
   if (auto* x = fields.find("max_attempts")) r.max_attempts = read_count(*x, lab(x->name), diags);
   if (auto* x = fields.find("initial_interval")) {
     r.initial_interval = read_duration(*x, lab(x->name), false, diags);
+    r.initial_mark = x->mark();
   }
   if (auto* x = fields.find("backoff")) r.backoff = read_number(*x, lab(x->name), 1.0, {}, diags);
   if (auto* x = fields.find("max_interval")) {
     r.max_interval = read_duration(*x, lab(x->name), false, diags);
+    r.max_mark = x->mark();
   }
   if (auto* x = fields.find("jitter")) r.jitter = read_number(*x, lab(x->name), 0.0, 1.0, diags);
   return r;
@@ -780,7 +787,9 @@ class Loader {
         }
       }
       if (auto* x = fields.find("max_catchup")) {
-        if (auto n = read_count(*x, "\"max_catchup\" of " + who, diags_)) sd.max_catchup = *n;
+        if (auto n = read_count(*x, "\"max_catchup\" of " + who, diags_, kMaxCatchup)) {
+          sd.max_catchup = *n;
+        }
       }
       def_.schedules.push_back(std::move(sd));
     }
@@ -983,6 +992,7 @@ class Loader {
 
     find_cycles();
     compute_upstream();
+    check_retry_intervals();
 
     for (uint32_t i = 0; i < steps_.size(); ++i) {
       StepNodes& s = steps_[i];
@@ -993,6 +1003,35 @@ class Loader {
       if (s.run.with.IsDefined()) check_templates(s.run.with, i, false);
       if (s.compensate && s.compensate->with.IsDefined())
         check_templates(s.compensate->with, i, true);
+    }
+  }
+
+  // A first retry delay longer than the cap on every delay is a mistake in one of the two, as
+  // Temporal's check says; the policy is the step's fields over the workflow's defaults.
+  void check_retry_intervals() {
+    auto field = [](bool in_step, std::string_view name) {
+      return in_quotes(std::string(in_step ? "retry." : "defaults.retry.") + std::string(name));
+    };
+    bool defaults_reported = false;
+    for (const StepNodes& s : steps_) {
+      const RetryPolicy p = merge_retry(s.retry, default_retry_);
+      if (p.initial_interval <= p.max_interval) continue;
+      const bool step_initial = s.retry.initial_interval.has_value();
+      const bool step_max = s.retry.max_interval.has_value();
+      // When both come from the defaults, every step would say the same: say it once.
+      if (!step_initial && !step_max && std::exchange(defaults_reported, true)) continue;
+      const std::string owner = step_initial || step_max ? " of " + s.who : "";
+      const std::string max = step_max || default_retry_.max_interval
+                                  ? field(step_max, "max_interval")
+                                  : "the default max_interval";
+      const YAML::Mark mark = step_initial                      ? s.retry.initial_mark
+                              : step_max                        ? s.retry.max_mark
+                              : default_retry_.initial_interval ? default_retry_.initial_mark
+                                                                : default_retry_.max_mark;
+      diags_.add(mark, field(step_initial, "initial_interval") + owner + " (" +
+                           format_duration(p.initial_interval) + ") is longer than " + max + " (" +
+                           format_duration(p.max_interval) +
+                           "); make max_interval at least as long as initial_interval");
     }
   }
 
@@ -1102,8 +1141,12 @@ class Loader {
 
   void check_templates(const YAML::Node& node, uint32_t self, bool compensation) {
     if (node.IsMap()) {
-      for (auto it = node.begin(); it != node.end(); ++it)
+      for (auto it = node.begin(); it != node.end(); ++it) {
+        if (it->first.IsScalar() && it->first.Scalar().find("${{") != std::string::npos) {
+          diags_.add(it->first.Mark(), template_in_key(it->first.Scalar()));
+        }
         check_templates(it->second, self, compensation);
+      }
       return;
     }
     if (node.IsSequence()) {

@@ -247,6 +247,16 @@ class Renderer {
   bool used_secret_ = false;
 };
 
+}  // namespace
+
+std::string template_in_key(std::string_view key) {
+  return "the key \"" + std::string(key) +
+         "\" holds a template, and keys are not rendered; use a fixed key and put the template "
+         "in its value";
+}
+
+namespace {
+
 void collect(const json& value, std::vector<TemplateRef>& out, std::vector<std::string>& errors) {
   if (value.is_string()) {
     const auto& text = value.get_ref<const std::string&>();
@@ -259,7 +269,12 @@ void collect(const json& value, std::vector<TemplateRef>& out, std::vector<std::
     for (Piece& p : *pieces) {
       if (auto* ref = std::get_if<TemplateRef>(&p)) out.push_back(std::move(*ref));
     }
-  } else if (value.is_structured()) {
+  } else if (value.is_object()) {
+    for (const auto& [key, v] : value.items()) {
+      if (key.find(kOpen) != std::string::npos) errors.push_back(template_in_key(key));
+      collect(v, out, errors);
+    }
+  } else if (value.is_array()) {
     for (const json& v : value) collect(v, out, errors);
   }
 }

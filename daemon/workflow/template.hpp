@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/error.hpp"
@@ -40,7 +41,11 @@ struct TemplateRef {
   std::vector<std::string> path;  // {"steps", "reserve", "output", "id"}
 };
 
-// Every template in every string of `value`; malformed templates are an error naming them.
+// Every template in every string of `value`; malformed templates, and templates written in an
+// object's keys (which are not rendered), are an error naming them.
 Result<std::vector<TemplateRef>> find_templates(const nlohmann::json& value);
+
+// The error for a template written in a mapping's key.
+std::string template_in_key(std::string_view key);
 
 }  // namespace saga

@@ -198,6 +198,8 @@ def test_config_errors_name_file_line_and_column(tmp_path):
         ("state: /a\nstate: /b\n", ":2:1: state is given twice (first on line 1)"),
         ("workers: [1\n", ":2:1: "),
         ("- workers\n", ":1:1: the config file must be a mapping"),
+        ("workers: 4\n---\nworkers: 8\n", ":3:1: a second YAML document starts here, and the "
+                                          "config file holds one"),
     ]
     for text, expected in cases:
         path = write(tmp_path, text)
@@ -431,7 +433,7 @@ name: parked
 steps:
   - name: a
     uses: testing.fail
-    retry: {max_attempts: 3, initial_interval: 1h}
+    retry: {max_attempts: 3, initial_interval: 1h, max_interval: 1h}
 """)
     daemon.start()
     from conftest import Rpc

@@ -211,6 +211,57 @@ steps:
   CHECK(c.max_attempts == 3);
 }
 
+TEST_CASE("a first retry delay longer than max_interval is refused, naming where each came from",
+          "[loader]") {
+  check_cases({
+      {"both in the step",
+       R"(name: a
+steps:
+  - name: s
+    uses: noop
+    retry: {initial_interval: 10m, max_interval: 5m}
+)",
+       {"wf.yaml:5:31: \"retry.initial_interval\" of step \"s\" (10m) is longer than "
+        "\"retry.max_interval\" (5m); make max_interval at least as long as initial_interval"}},
+      {"the step's first delay against the defaults' cap",
+       R"(name: a
+defaults:
+  retry: {max_interval: 30s}
+steps:
+  - name: s
+    uses: noop
+    retry: {initial_interval: 1m}
+  - name: t
+    uses: noop
+    retry: {initial_interval: 30s}
+)",
+       {"wf.yaml:7:31: \"retry.initial_interval\" of step \"s\" (1m) is longer than "
+        "\"defaults.retry.max_interval\" (30s); make max_interval at least as long as "
+        "initial_interval"}},
+      {"the defaults' first delay against the built-in cap, said once",
+       R"(name: a
+defaults:
+  retry: {initial_interval: 2m}
+steps:
+  - {name: s, uses: noop}
+  - {name: t, uses: noop}
+)",
+       {"wf.yaml:3:29: \"defaults.retry.initial_interval\" (2m) is longer than the default "
+        "max_interval (1m); make max_interval at least as long as initial_interval"}},
+  });
+  // A step that sets its own cap is not held to the defaults' first delay.
+  const Definition d = load_ok(R"(name: a
+defaults:
+  retry: {initial_interval: 2m}
+steps:
+  - name: s
+    uses: noop
+    retry: {max_interval: 2m}
+)");
+  CHECK(d.steps[0].retry.initial_interval == 2min);
+  CHECK(d.steps[0].retry.max_interval == 2min);
+}
+
 TEST_CASE("depends_on: absent means the previous step, [] means none", "[loader]") {
   const Definition d = load_ok(R"(name: dag
 steps:
@@ -919,7 +970,12 @@ TEST_CASE("schedule errors point at the line and column", "[loader][schedule]") 
        {"wf.yaml:4:14: \"catchup\" of schedule 1 must be none, latest or all, not \"some\"",
         "wf.yaml:5:14: \"overlap\" of schedule 1 must be skip or allow, not \"queue\"",
         "wf.yaml:6:18: \"max_catchup\" of schedule 1 must be a whole number from 1 to "
-        "4294967295, not 0"}},
+        "10000, not 0"}},
+      {"max_catchup past the bound",
+       "name: wf\nschedule:\n  - cron: \"* * * * *\"\n    catchup: all\n    max_catchup: 10001\n"
+       "steps: [{name: a, uses: noop}]\n",
+       {"wf.yaml:5:18: \"max_catchup\" of schedule 1 must be a whole number from 1 to "
+        "10000, not 10001"}},
       {"input not a mapping",
        "name: wf\nschedule:\n  - cron: \"0 3 * * *\"\n    input: [1]\n"
        "steps: [{name: a, uses: noop}]\n",
@@ -934,6 +990,18 @@ TEST_CASE("schedule errors point at the line and column", "[loader][schedule]") 
        "    input: {a: 1}\n  - cron: \"0 4 * * *\"\nsteps: [{name: a, uses: noop}]\n",
        {"wf.yaml:5:12: the input of schedule 1 lacks required input keys: b",
         "wf.yaml:6:5: the input of schedule 2 lacks required input keys: a, b"}},
+      {"a template in a key of a schedule's input",
+       "name: wf\nschedule:\n  - cron: \"0 3 * * *\"\n    input: {\"${{ workflow.name }}\": 1}\n"
+       "steps: [{name: a, uses: noop}]\n",
+       {"wf.yaml:4:12: the key \"${{ workflow.name }}\" holds a template, and keys are not "
+        "rendered; use a fixed key and put the template in its value"}},
+      {"templates in keys of with:, nested too",
+       "name: wf\nsteps:\n  - name: s\n    uses: echo\n    with:\n      \"${{ input.k }}\": 1\n"
+       "      headers: {\"x-${{ input.h }}\": v}\n",
+       {"wf.yaml:6:7: the key \"${{ input.k }}\" holds a template, and keys are not rendered; use "
+        "a fixed key and put the template in its value",
+        "wf.yaml:7:17: the key \"x-${{ input.h }}\" holds a template, and keys are not rendered; "
+        "use a fixed key and put the template in its value"}},
       {"bad schedule template field",
        "name: wf\nsteps:\n  - name: s\n    uses: echo\n    with: {x: \"${{ schedule.time }}\"}\n",
        {"wf.yaml:5:15: template ${{ schedule.time }}: the only schedule field is fire_time "

@@ -146,7 +146,7 @@ TEST_CASE("find_templates lists every template with its path", "[template]") {
   auto refs =
       find_templates({{"a", "${{ input.x }} and ${{steps.reserve.output.id}}"},
                       {"b", {1, "${{ steps.my.step.output.ok }}", {{"c", "${{ secrets.k }}"}}}},
-                      {"${{ keys.are.ignored }}", "plain"}});
+                      {"plain", "plain"}});
   REQUIRE(refs);
   REQUIRE(refs->size() == 4);
   CHECK((*refs)[0].expression == "input.x");
@@ -156,6 +156,13 @@ TEST_CASE("find_templates lists every template with its path", "[template]") {
   CHECK((*refs)[2].expression == "steps.my.step.output.ok");
   CHECK((*refs)[2].path == std::vector<std::string>{"steps", "my.step", "output", "ok"});
   CHECK((*refs)[3].path == std::vector<std::string>{"secrets", "k"});
+
+  // A key is not rendered, so a template written in one is an error, not ignored.
+  auto in_key = find_templates({{"a", {{"${{ input.k }}", 1}}}});
+  REQUIRE_FALSE(in_key);
+  CHECK(in_key.error().message ==
+        "the key \"${{ input.k }}\" holds a template, and keys are not rendered; use a fixed key "
+        "and put the template in its value");
 
   auto bad = find_templates({"${{ ok.x }}", "${{ bad", "${{ a b }}"});
   REQUIRE_FALSE(bad);
