@@ -230,17 +230,20 @@ std::string render_prometheus(const json& stats) {
   e.family("saga_workflow_success_ratio", "gauge",
            "Share of settled instances that completed, by workflow.");
   for (const auto& w : workflows) {
-    e.sample("saga_workflow_success_ratio", {{"workflow", wf_name(w)}},
-             number(w.value("success_rate", json(0.0))));
+    // No sample until an instance settles, rather than a ratio of 0.
+    if (!w.contains("success_rate") || !w["success_rate"].is_number()) continue;
+    e.sample("saga_workflow_success_ratio", {{"workflow", wf_name(w)}}, number(w["success_rate"]));
   }
 
   e.family("saga_instance_duration_seconds", "summary",
            "Time from start to settling, by workflow; quantiles over the most recent settles.");
   for (const auto& w : workflows) {
     const json d = w.value("duration_ms", json::object());
+    // A quantile of no observations is NaN, as Prometheus' own clients give it.
+    const bool observed = number_of(d.value("count", json(0))) > 0;
     for (auto [q, key] : {std::pair{"0.5", "p50"}, {"0.9", "p90"}, {"0.99", "p99"}}) {
       e.sample("saga_instance_duration_seconds", {{"workflow", wf_name(w)}, {"quantile", q}},
-               number(json(number_of(d.value(key, json(0))) / 1000.0)));
+               observed ? number(json(number_of(d.value(key, json(0))) / 1000.0)) : "NaN");
     }
     e.sample("saga_instance_duration_seconds_sum", {{"workflow", wf_name(w)}},
              number(json(number_of(d.value("sum", json(0))) / 1000.0)));

@@ -281,11 +281,15 @@ void print_stats(const Options& o, const json& s) {
                                               "FAILED", "SUCCESS", "P50", "P90", "P99"}};
   for (const auto& w : s.value("workflows", json::array())) {
     const json d = w.value("duration_ms", json::object());
+    // Nothing settled yet: no rate and no durations to show.
+    const bool settled = w.contains("success_rate") && w["success_rate"].is_number();
     rows.push_back({text_of(w["name"]), text_of(w["started"]), text_of(w["completed"]),
                     text_of(w["compensated"]),
                     std::to_string(w.value("failed", 0) + w.value("compensation_failed", 0)),
-                    percent(w.value("success_rate", 0.0)), human_duration(d.value("p50", 0.0)),
-                    human_duration(d.value("p90", 0.0)), human_duration(d.value("p99", 0.0))});
+                    settled ? percent(w.value("success_rate", 0.0)) : "-",
+                    settled ? human_duration(d.value("p50", 0.0)) : "-",
+                    settled ? human_duration(d.value("p90", 0.0)) : "-",
+                    settled ? human_duration(d.value("p99", 0.0)) : "-"});
   }
   if (rows.size() > 1) std::cout << render_table(rows) << "\n";
   std::cout << fmt::format("compensations run: {}   retries: {}\n", text_of(s["compensations"]),

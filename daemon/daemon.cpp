@@ -1443,22 +1443,23 @@ json Daemon::stats_json() const {
     completed += ws.completed;
     compensated += ws.compensated;
     std::vector<double> d(ws.durations_ms.begin(), ws.durations_ms.end());
-    workflows.push_back(
-        {{"name", name},
-         {"started", ws.started},
-         {"completed", ws.completed},
-         {"compensated", ws.compensated},
-         {"failed", ws.failed},
-         {"compensation_failed", ws.compensation_failed},
-         {"success_rate",
-          ws.settled ? static_cast<double>(ws.completed) / static_cast<double>(ws.settled) : 0.0},
-         {"duration_ms",
-          {{"p50", percentile(d, 50)},
-           {"p90", percentile(d, 90)},
-           {"p99", percentile(d, 99)},
-           {"count", ws.settled},
-           {"sum", ws.duration_sum_ms},
-           {"samples", d.size()}}}});
+    workflows.push_back({{"name", name},
+                         {"started", ws.started},
+                         {"completed", ws.completed},
+                         {"compensated", ws.compensated},
+                         {"failed", ws.failed},
+                         {"compensation_failed", ws.compensation_failed},
+                         // null until an instance settles: 0% would say that every one failed.
+                         {"success_rate", ws.settled ? json(static_cast<double>(ws.completed) /
+                                                            static_cast<double>(ws.settled))
+                                                     : json()},
+                         {"duration_ms",
+                          {{"p50", percentile(d, 50)},
+                           {"p90", percentile(d, 90)},
+                           {"p99", percentile(d, 99)},
+                           {"count", ws.settled},
+                           {"sum", ws.duration_sum_ms},
+                           {"samples", d.size()}}}});
   }
   by_state["completed"] = completed;
   by_state["compensated"] = compensated;

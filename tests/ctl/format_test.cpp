@@ -86,7 +86,16 @@ TEST_CASE("prometheus exposition: help and type before samples, escaped labels")
          {"compensation_failed", 0},
          {"success_rate", 0.6},
          {"duration_ms",
-          {{"p50", 1500}, {"p90", 2000}, {"p99", 2500}, {"count", 5}, {"sum", 7000}}}}}},
+          {{"p50", 1500}, {"p90", 2000}, {"p99", 2500}, {"count", 5}, {"sum", 7000}}}},
+        // Started, none settled yet.
+        {{"name", "new"},
+         {"started", 1},
+         {"completed", 0},
+         {"compensated", 0},
+         {"failed", 0},
+         {"compensation_failed", 0},
+         {"success_rate", nullptr},
+         {"duration_ms", {{"p50", 0}, {"p90", 0}, {"p99", 0}, {"count", 0}, {"sum", 0}}}}}},
       {"compensations", 4},
       {"retries", 1},
       {"journal",
@@ -103,6 +112,13 @@ TEST_CASE("prometheus exposition: help and type before samples, escaped labels")
   CHECK(text.find("saga_instances_settled_total{workflow=\"a\\\"b\",state=\"compensated\"} 2\n") !=
         std::string::npos);
   CHECK(text.find("saga_workflow_success_ratio{workflow=\"a\\\"b\"} 0.6\n") != std::string::npos);
+  // No ratio and no quantiles for a workflow with nothing settled: not 0, which reads as
+  // "all failed" and "instant".
+  CHECK(text.find("saga_workflow_success_ratio{workflow=\"new\"}") == std::string::npos);
+  CHECK(text.find("saga_instance_duration_seconds{workflow=\"new\",quantile=\"0.5\"} NaN\n") !=
+        std::string::npos);
+  CHECK(text.find("saga_instance_duration_seconds_count{workflow=\"new\"} 0\n") !=
+        std::string::npos);
   CHECK(text.find("saga_instance_duration_seconds{workflow=\"a\\\"b\",quantile=\"0.5\"} 1.5\n") !=
         std::string::npos);
   CHECK(text.find("saga_instance_duration_seconds_sum{workflow=\"a\\\"b\"} 7\n") !=

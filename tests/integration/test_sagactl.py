@@ -490,6 +490,28 @@ def test_stats_match_a_known_run(daemon):
         samples[("saga_journal_commits_total", ())] >= j["commits"]
 
 
+def test_stats_of_a_workflow_with_nothing_settled_show_no_rate(daemon):
+    daemon.add_workflow("slow.yaml", """
+name: slow
+steps:
+  - {name: a, uses: testing.sleep, with: {ms: 600000}}
+""")
+    daemon.start()
+    r = daemon.ctl("start", "slow")
+    assert r.returncode == 0, r.stderr
+    code, s = daemon.ctl_json("stats")
+    (w,) = s["workflows"]
+    assert w["started"] == 1 and w["success_rate"] is None
+    r = daemon.ctl("stats")
+    # Not "0.0%", which reads as "every one failed".
+    assert re.search(r"^slow\s+1\s+0\s+0\s+0\s+-\s+-\s+-\s+-\s*$", r.stdout, re.M), r.stdout
+    samples = parse_exposition(daemon.ctl("stats", "--prometheus").stdout)
+    assert ("saga_workflow_success_ratio", (("workflow", "slow"),)) not in samples
+    assert samples[("saga_instance_duration_seconds_count", (("workflow", "slow"),))] == 0
+    assert math.isnan(samples[("saga_instance_duration_seconds",
+                               (("quantile", "0.5"), ("workflow", "slow")))])
+
+
 NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
 SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
@@ -498,7 +520,8 @@ SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
 def parse_exposition(text):
     """A strict reader of the Prometheus text format (0.0.4) as sagactl writes it: every family
     has # HELP then # TYPE before its samples, once; names and labels are valid; values are
-    numbers; counters end in _total; summaries have quantile samples, _sum and _count."""
+    numbers (NaN only for a quantile of no observations); counters end in _total; summaries have
+    quantile samples, _sum and _count."""
     assert text.endswith("\n")
     helped, typed, samples = set(), {}, {}
     current = None
@@ -538,7 +561,8 @@ def parse_exposition(text):
             if name == current and typed[current] == "summary":
                 assert "quantile" in dict(pairs), line
         v = float(value)
-        assert not math.isnan(v), line
+        # NaN only for a summary's quantile, where it means no observations yet.
+        assert not math.isnan(v) or (name == current and typed[current] == "summary"), line
         assert (name, labels) not in samples, f"duplicate sample {line}"
         samples[(name, labels)] = v
     assert set(helped) == set(typed)
