@@ -72,7 +72,8 @@ struct RunningAttempt {
   // For a step with a timeout: when a worker began the attempt (Unix ms; 0 while it waits for
   // one). The timeout counts from then.
   std::shared_ptr<std::atomic<int64_t>> began_ms;
-  bool timed_out = false;  // told to stop by its timeout; what it returns but success is that
+  bool timed_out = false;       // told to stop by its timeout; what it returns but success is that
+  Executor::Ticket ticket = 0;  // on the worker pool; 0 when it runs on the loop thread
 };
 
 struct Waiter {
@@ -112,6 +113,8 @@ struct Watch {
 constexpr size_t kWatchBacklogBytes = 1 << 20;
 // How long a dropped watcher has to read the notice that says why before it is cut off.
 constexpr uint64_t kWatchDropGraceMs = 10'000;
+// After a drain's grace period, how long attempts that were told to stop may take to.
+constexpr Millis kDrainStopWindow{2000};
 
 // The largest step output (its JSON text) that is journaled; a larger one fails the step.
 constexpr size_t kMaxOutputBytes = size_t{32} << 20;
@@ -222,6 +225,10 @@ class Daemon final : private ScheduleHost {
   Starts starts() const { return draining_ ? Starts::none : Starts::attempts; }
   void dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt);
   void on_attempt_done(const std::string& id, const AttemptResult& result);
+  // The drain's grace period is over: running attempts are told to stop.
+  void stop_running_attempts();
+  // Gives up on an attempt that was told to stop and has not: its worker is replaced.
+  void abandon(const std::string& id, const RunningAttempt& a);
   void on_journal_failure(const Error& error);
   // Calls answered once their transition is durable; a journal failure answers them with an
   // error instead, so that no client waits for an acknowledgement that cannot come.
@@ -304,6 +311,9 @@ class Daemon final : private ScheduleHost {
   std::string journal_error_;      // why, once it failed
   bool workers_detached_ = false;  // attempts outlived the grace period
   TimePoint drain_deadline_{};
+  // The drain's grace period passed and the attempts still running were told to stop: a failure
+  // they return now comes from that, and is not journaled (they run again after a restart).
+  bool drain_stopping_ = false;
   TimePoint started_at_ = now_ms();
   std::string secrets_dir_;
   uint64_t id_counter_ = std::random_device{}();
@@ -883,7 +893,29 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
     // result is handled in order with everything else, after what is running now.
     loop_queue_->post(job());
   } else {
-    executor_->submit(std::move(job));
+    live.running.back().ticket = executor_->submit(std::move(job));
+  }
+}
+
+void Daemon::abandon(const std::string& id, const RunningAttempt& a) {
+  if (a.ticket == 0) return;
+  const std::string& step = find_live(id)->def->steps[a.step].name;
+  switch (executor_->abandon(a.ticket)) {
+    case Executor::Abandoned::dropped:  // it never began
+    case Executor::Abandoned::done:     // it returned meanwhile
+      return;
+    case Executor::Abandoned::replaced:
+      spdlog::warn(
+          "{} {} attempt {} ignores being told to stop; another worker takes its place ({} such "
+          "attempts hold a worker each until they return)",
+          id, step, a.attempt, executor_->abandoned());
+      return;
+    case Executor::Abandoned::too_many:
+      spdlog::error(
+          "{} {} attempt {} ignores being told to stop, and no worker replaces it: {} such "
+          "attempts hold workers already; fix the step type, then restart sagad",
+          id, step, a.attempt, executor_->abandoned());
+      return;
   }
 }
 
@@ -921,6 +953,9 @@ void Daemon::on_attempt_done(const std::string& id, const AttemptResult& result)
     }
     return;
   }
+  // Told to stop by the drain: how it ended says nothing about the step. It is journaled as
+  // still running, and recovery runs it again.
+  if (drain_stopping_ && r.outcome != Outcome::ok) return;
   if (r.outcome != Outcome::ok) {
     spdlog::warn("{} {}{} attempt {}: {}", id, live->def->steps[r.step].name,
                  r.phase == Phase::compensate ? " (compensation)" : "", r.attempt, r.error);
@@ -1071,6 +1106,7 @@ void Daemon::handle_timer(const TimerEntry& e, TimePoint now) {
         // on; what it returns later is ignored.
         it->timed_out = false;
         it->timeout.reset();
+        abandon(e.id, *it);
         on_attempt_done(e.id, {e.step, e.phase, e.attempt, Outcome::retry, nullptr,
                                "attempt timed out after " + format_duration(timeout) +
                                    " and did not stop within " + format_duration(config_.grace) +
@@ -1101,6 +1137,7 @@ void Daemon::handle_timer(const TimerEntry& e, TimePoint now) {
       for (const auto& a : running) {
         // One that timed out meanwhile has a grace period of its own (attempt_timeout).
         if (!a.cancel->load() || a.timed_out) continue;
+        abandon(e.id, a);
         on_attempt_done(e.id, {a.step, a.phase, a.attempt, Outcome::fail, nullptr,
                                "abandoned: the attempt did not stop within " +
                                    format_duration(config_.grace) + " of the cancel"});
@@ -1759,19 +1796,39 @@ void Daemon::begin_drain(const char* why) {
       drain_timer_,
       [](uv_timer_t* t) {
         auto* self = static_cast<Daemon*>(t->data);
-        if (self->executor_->busy() == 0 || now_ms() >= self->drain_deadline_) {
+        if (self->executor_->busy() == 0) {
           self->finish_drain();
+        } else if (now_ms() >= self->drain_deadline_) {
+          if (self->drain_stopping_) {
+            self->finish_drain();
+          } else {
+            self->stop_running_attempts();
+          }
         }
       },
       0, 20);
+}
+
+void Daemon::stop_running_attempts() {
+  drain_stopping_ = true;
+  for (auto& [id, live] : live_) {
+    for (const RunningAttempt& a : live->running) a.cancel->store(true);
+  }
+  // Long enough for a step type to stop what it runs (exec's program gets SIGTERM, then SIGKILL
+  // half a second later), short of systemd's stop timeout.
+  const Millis window = std::min<Millis>(config_.grace, kDrainStopWindow);
+  spdlog::warn(
+      "{} attempts still running after the grace period; told them to stop (waiting up to {}), "
+      "and they run again after the restart",
+      executor_->busy(), format_duration(window));
+  drain_deadline_ = now_ms() + window;
 }
 
 void Daemon::finish_drain() {
   close_handle(drain_timer_);
   bool stuck = executor_->busy() > 0;
   if (stuck) {
-    spdlog::warn("{} attempts still running after the grace period; they run again after restart",
-                 executor_->busy());
+    spdlog::warn("{} attempts did not stop; sagad exits without them", executor_->busy());
   }
   writer_->stop();  // everything submitted so far is now in the journal
   if (stuck) {

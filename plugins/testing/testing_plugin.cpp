@@ -76,13 +76,15 @@ class Sleep : public saga::Step {
       return Result::fail("testing.sleep: ms must not be negative, got " + std::to_string(ms));
     }
     auto until = steady_clock::now() + milliseconds(ms);
+    // A step type that does not look at cancelled(), as a badly written one would not.
+    const bool ignore_cancel = ctx.param<bool>("ignore_cancel", false);
     // Short naps keep the answer to a cancellation within a few milliseconds.
     constexpr auto kPoll = milliseconds(5);
     for (auto now = steady_clock::now(); now < until; now = steady_clock::now()) {
-      if (ctx.cancelled()) return Result::retry("cancelled");
+      if (ctx.cancelled() && !ignore_cancel) return Result::retry("cancelled");
       std::this_thread::sleep_for(std::min<steady_clock::duration>(until - now, kPoll));
     }
-    if (ctx.cancelled()) return Result::retry("cancelled");
+    if (ctx.cancelled() && !ignore_cancel) return Result::retry("cancelled");
     return Result::ok({{"slept_ms", ms}});
   }
 };
@@ -130,4 +132,6 @@ SAGA_PLUGIN(
                 "fail every compensation attempt for good"}}),
      compensating<Sleep>(
          "testing.sleep", "Sleeps, stopping early with a transient failure when cancelled",
-         {Param{"ms", ParamType::integer, true, nullptr, "how long to sleep, in milliseconds"}})});
+         {Param{"ms", ParamType::integer, true, nullptr, "how long to sleep, in milliseconds"},
+          Param{"ignore_cancel", ParamType::boolean, false, false,
+                "sleep on when cancelled, as a step type that never checks would"}})});

@@ -321,6 +321,37 @@ steps:
                                  "abandoned")
 
 
+def test_attempts_that_ignore_being_told_to_stop_do_not_use_up_the_workers(daemon):
+    # One worker, held by an attempt that times out and never stops: it is abandoned after the
+    # grace period and another worker takes its place, so the next step runs at once.
+    daemon.add_workflow("hang.yaml", """
+name: hang
+steps:
+  - name: stuck
+    uses: testing.sleep
+    with: {ms: 60000, ignore_cancel: true}
+    timeout: 100ms
+    retry: {max_attempts: 2, initial_interval: 10ms}
+""")
+    daemon.add_workflow("quick.yaml", """
+name: quick
+steps:
+  - {name: nap, uses: testing.sleep, with: {ms: 1}}
+""")
+    daemon.extra_args = ["--workers", "1", "--grace", "100ms"]
+    daemon.start()
+    code, out = daemon.ctl_json("start", "hang", "--wait")
+    assert code == 1 and out["instance"]["state"] == "failed", out
+    assert out["instance"]["steps"][0]["attempts"] == 2
+    # Both attempts still sleep, each on a worker of its own; the pool has its one free worker.
+    from conftest import SAGACTL
+    r = subprocess.run([SAGACTL, "--socket", daemon.socket, "start", "quick", "--wait"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert "ignores being told to stop; another worker takes its place (2 such attempts" in \
+        daemon.log()
+
+
 def test_missing_template_path_fails_the_step_for_good(daemon):
     daemon.add_workflow("tmpl.yaml", """
 name: tmpl

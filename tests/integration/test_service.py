@@ -347,6 +347,44 @@ def test_an_attempt_still_running_after_the_grace_runs_again_after_restart(daemo
     assert [e["attempt"] for e in events(doc, "step_started", "nap")] == [1, 2]
 
 
+def test_attempts_still_running_after_the_grace_are_told_to_stop(daemon, tmp_path):
+    # Past the grace period, a running step is told to stop (exec's program gets SIGTERM), and
+    # the failure that makes is not journaled: the attempt was interrupted, and runs again.
+    log = tmp_path / "runs.log"
+    script = tmp_path / "work.sh"
+    script.write_text(f"""#!/bin/sh
+echo "begin $SAGA_ATTEMPT" >> {log}
+trap 'echo "told to stop $SAGA_ATTEMPT" >> {log}; exit 1' TERM
+[ "$SAGA_ATTEMPT" = 1 ] && {{ sleep 30 & wait; }}
+echo "done $SAGA_ATTEMPT" >> {log}
+""")
+    script.chmod(0o755)
+    daemon.add_workflow("work.yaml", f"""
+name: work
+steps:
+  - name: w
+    uses: exec
+    with: {{argv: ["{script}"]}}
+    retry: {{max_attempts: 1}}
+""")
+    daemon.extra_args = ["--grace", "300ms"]
+    daemon.start()
+    assert daemon.ctl("start", "work", "--id", "w1").returncode == 0
+    deadline = time.time() + 10
+    while not (log.exists() and "begin 1" in log.read_text()) and time.time() < deadline:
+        time.sleep(0.02)
+    assert daemon.stop() == 0
+    assert log.read_text().split("\n")[:2] == ["begin 1", "told to stop 1"], log.read_text()
+    assert "told them to stop" in daemon.log()
+    daemon.start()
+    doc = daemon.wait_for("w1", lambda d: d["state"] == "completed")
+    doc = daemon.inspect("w1", history=True)
+    # With one attempt allowed, a journaled failure would have failed the instance.
+    assert events(doc, "step_failed", "w") == []
+    assert [e["attempt"] for e in events(doc, "step_interrupted", "w")] == [1]
+    assert "done 2" in log.read_text()
+
+
 EXEC_FLOW = """
 name: uses-exec
 steps:

@@ -123,11 +123,13 @@ TEST_CASE("the testing plugin lists its four step types and their params") {
   CHECK(param(fail, "compensate_permanent").type == SAGA_PARAM_BOOLEAN);
 
   const StepTypeInfo& sleep = type(reg, "testing.sleep");
-  REQUIRE(sleep.params.size() == 1);
+  REQUIRE(sleep.params.size() == 2);
   CHECK(sleep.params[0].name == "ms");
   CHECK(sleep.params[0].type == SAGA_PARAM_INTEGER);
   CHECK(sleep.params[0].required);
   CHECK(sleep.params[0].default_value.is_null());
+  CHECK(param(sleep, "ignore_cancel").type == SAGA_PARAM_BOOLEAN);
+  CHECK(param(sleep, "ignore_cancel").default_value == json(false));
 
   CHECK(reg.find("testing.nope") == nullptr);
 }
