@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "control/client.hpp"
+#include "engine/escape.hpp"
 #include "engine/time.hpp"
 #include "format.hpp"
 #include "plugin_host/plugin_registry.hpp"
@@ -39,14 +40,25 @@ struct Options {
   saga::TimePoint now = saga::now_ms();
 };
 
-int fail(int code, const std::string& message) {
-  std::cerr << "sagactl: " << message << "\n";
+// Messages may come from sagad and hold a step's error text: line by line, every other control
+// character is escaped, so that none reaches the terminal.
+int fail(int code, std::string_view message) {
+  std::string text = "sagactl: ";
+  for (size_t from = 0;;) {
+    const size_t end = message.find('\n', from);
+    saga::append_escaped(message.substr(from, end - from), text);
+    if (end == std::string_view::npos) break;
+    text += '\n';
+    from = end + 1;
+  }
+  std::cerr << text << "\n";
   return code;
 }
 
+// A value as one line of text: strings escaped (a step's error, a cancel reason), "-" for null.
 std::string text_of(const json& v) {
   if (v.is_null()) return "-";
-  if (v.is_string()) return v.get<std::string>();
+  if (v.is_string()) return saga::escape_control(v.get_ref<const std::string&>());
   return v.dump();
 }
 

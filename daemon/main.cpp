@@ -20,6 +20,7 @@
 #include <set>
 
 #include "daemon.hpp"
+#include "engine/escape.hpp"
 
 #ifndef SAGA_PLUGIN_SUBDIR
 #define SAGA_PLUGIN_SUBDIR "lib/saga/plugins"
@@ -74,30 +75,12 @@ class SyslogPriority : public spdlog::custom_flag_formatter {
 
 // The message on one line: a line break or another control character in it (from a plugin's
 // error text, a file name) would start a line that journald reads as another entry, or reach a
-// terminal raw. They are escaped as in C: \n, \r, \t, \xNN.
+// terminal raw. They are escaped (engine/escape.hpp).
 class OneLine : public spdlog::custom_flag_formatter {
  public:
   void format(const spdlog::details::log_msg& msg, const std::tm&,
               spdlog::memory_buf_t& dest) override {
-    const std::string_view text(msg.payload.data(), msg.payload.size());
-    size_t plain = 0;
-    for (size_t i = 0; i < text.size(); ++i) {
-      const auto c = static_cast<unsigned char>(text[i]);
-      if (c >= 0x20 && c != 0x7f) continue;
-      dest.append(text.data() + plain, text.data() + i);
-      char escaped[5] = {'\\', 0, 0, 0, 0};
-      escaped[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : 'x';
-      size_t n = 2;
-      if (escaped[1] == 'x') {
-        static constexpr char kHex[] = "0123456789abcdef";
-        escaped[2] = kHex[c >> 4];
-        escaped[3] = kHex[c & 15];
-        n = 4;
-      }
-      dest.append(escaped, escaped + n);
-      plain = i + 1;
-    }
-    dest.append(text.data() + plain, text.data() + text.size());
+    saga::append_escaped(std::string_view(msg.payload.data(), msg.payload.size()), dest);
   }
   std::unique_ptr<custom_flag_formatter> clone() const override {
     return std::make_unique<OneLine>();

@@ -512,6 +512,34 @@ steps:
                                (("quantile", "0.5"), ("workflow", "slow")))])
 
 
+def test_text_from_steps_reaches_the_terminal_escaped(daemon):
+    # A step's error holds what its program wrote: escape sequences and line breaks in it must
+    # not drive the operator's terminal or break the tables.
+    daemon.add_workflow("esc.yaml", r"""
+name: esc
+on_failure: halt
+steps:
+  - name: e
+    uses: exec
+    with: {argv: [/bin/sh, -c, 'printf "bad\033[2J\033[31mthing\nsecond line\n" >&2; exit 1']}
+    retry: {max_attempts: 1}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "esc", "--wait")
+    assert code == 1 and out["instance"]["state"] == "failed", out
+    assert "\x1b" in out["instance"]["steps"][0]["error"]  # kept as it was in the JSON
+    iid = out["id"]
+    r = daemon.ctl("cancel", iid, "--reason", "x\n\x1b[31mRED")
+    assert r.returncode == 0, r.stderr
+    for args in (["inspect", iid], ["inspect", iid, "--history"], ["list"]):
+        r = daemon.ctl(*args)
+        assert r.returncode == 0, r.stderr
+        assert "\x1b" not in r.stdout and "\x1b" not in r.stderr, args
+    r = daemon.ctl("inspect", iid, "--history")
+    assert "bad\\x1b[2J\\x1b[31mthing\\nsecond line" in r.stdout, r.stdout
+    assert "x\\n\\x1b[31mRED" in r.stdout, r.stdout
+
+
 NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
 SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
