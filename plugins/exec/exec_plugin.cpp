@@ -643,7 +643,14 @@ Result run_program(saga::Context& ctx) {
     reaped = ::waitpid(pid, &status, 0);
   } while (reaped < 0 && errno == EINTR);
   reap_on_unwind.armed = false;
-  if (stopped) return Result::retry(*stopped);
+  if (stopped) {
+    // A program that finishes its work when told to stop and says so (exit 0) succeeded: its
+    // effect is real, and a saga must know of it to undo it. Any other end is the stop's.
+    if (reaped == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      return exit_result(status, io);
+    }
+    return Result::retry(*stopped);
+  }
   if (reaped != pid) {
     return Result::retry("lost track of pid " + std::to_string(pid) + ": " + errno_text(errno));
   }

@@ -351,6 +351,32 @@ TEST_CASE("exec: cancellation stops the program", "[exec]") {
   CHECK(group_gone(read_pid(pid_file), 2s));
 }
 
+TEST_CASE("exec: a program that finishes when told to stop and exits 0 succeeded", "[exec]") {
+  become_subreaper();
+  std::atomic<bool> cancel{false};
+  AttemptSpec spec;
+  spec.cancel = &cancel;
+  std::jthread canceller([&] {
+    std::this_thread::sleep_for(200ms);
+    cancel = true;
+  });
+  // Its work is done (committed, say), so the saga must know of it, to undo it.
+  const Outcome done =
+      run(sh("trap 'echo \"{\\\"done\\\": true}\"; exit 0' TERM; sleep 30 & wait"), spec);
+  REQUIRE(done.outcome == SAGA_OUTCOME_OK);
+  CHECK(json::parse(done.data) == json({{"done", true}}));
+
+  // Any other end is the stop's, a transient failure.
+  cancel = false;
+  std::jthread again([&] {
+    std::this_thread::sleep_for(200ms);
+    cancel = true;
+  });
+  const Outcome stopped = run(sh("trap 'exit 3' TERM; sleep 30 & wait"), spec);
+  REQUIRE(stopped.outcome == SAGA_OUTCOME_RETRY);
+  CHECK_THAT(stopped.data, Catch::StartsWith("cancelled"));
+}
+
 TEST_CASE("exec: descendants left behind are killed when the program exits", "[exec]") {
   become_subreaper();
   TempDir dir;
