@@ -18,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <random>
@@ -106,10 +107,13 @@ struct Watch {
   std::optional<std::string> instance;
   std::optional<std::string> workflow;
   uint64_t last_seq = 0;
+  // What the replay of an instance's history queued at once: room on top of the bound below, as
+  // the history is there to be read and is no sign of a slow reader.
+  size_t replay_bytes = 0;
 };
 
-// A watcher whose unread events pass this is dropped: it never holds up the loop or the
-// other clients, and costs at most this much memory.
+// A watcher whose unread events pass this (beyond its replay) is dropped: it never holds up the
+// loop or the other clients, and costs at most this much memory.
 constexpr size_t kWatchBacklogBytes = 1 << 20;
 // How long a dropped watcher has to read the notice that says why before it is cut off.
 constexpr uint64_t kWatchDropGraceMs = 10'000;
@@ -1004,7 +1008,7 @@ bool Daemon::send_event(Watch& w, const std::string& id, const std::string& work
   if (w.instance && seq <= w.last_seq) return true;
   auto backlog = ControlServer::backlog(w.conn);
   if (!backlog) return false;
-  if (*backlog > kWatchBacklogBytes) {
+  if (*backlog > kWatchBacklogBytes + w.replay_bytes) {
     drop_watch(w, fmt::format("the watcher fell behind: more than {} KiB of events unread",
                               kWatchBacklogBytes / 1024));
     return false;
@@ -1419,9 +1423,12 @@ void Daemon::handle_watch(ControlServer::Call& call) {
     result["last_seq"] = last_seq;
   }
   ControlServer::reply(call.conn, call.id, std::move(result));
+  // The whole history goes at once, however large: the bound applies to what comes after it.
+  w.replay_bytes = std::numeric_limits<size_t>::max() - kWatchBacklogBytes;
   for (const auto& event : history) {
     if (!send_event(w, *id, instance_workflow, event)) return;
   }
+  w.replay_bytes = ControlServer::backlog(w.conn).value_or(0);
   // Gone connections go; so does this connection's earlier watch, which this one replaces (its
   // notifications could not be told apart).
   std::erase_if(watches_, [&](const Watch& x) {

@@ -402,6 +402,26 @@ def test_watch_an_instance_streams_its_events_in_order_and_ends_with_it(daemon):
     assert [e["seq"] for e in mixed_events] == list(range(1, len(mixed_events) + 1))
 
 
+def test_watch_replays_a_large_history_whole(daemon, tmp_path):
+    # Four outputs of 700 KB each: the replay queues far more than a live watcher may fall
+    # behind by, and is no sign of a slow reader.
+    daemon.add_workflow("big.yaml", """
+name: big
+steps:
+""" + "".join(f"""  - {{name: e{i}, uses: testing.echo, with: {{data: "${{{{ input.data }}}}"}}}}
+""" for i in range(4)))
+    daemon.start()
+    data = tmp_path / "in.json"
+    data.write_text(json.dumps({"data": "x" * 700_000}))
+    r = daemon.ctl("start", "big", "--id", "b1", "--input-file", str(data), "--wait")
+    assert r.returncode == 0, r.stderr
+    r = daemon.ctl("watch", "b1", "--json")
+    assert r.returncode == 0, r.stderr
+    evs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert evs[-1]["type"] == "instance_completed"
+    assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
+
+
 def test_a_stalled_watcher_does_not_slow_the_daemon_and_is_dropped(daemon):
     daemon.add_workflow("big.yaml", BIG)
     daemon.start()
