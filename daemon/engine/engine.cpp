@@ -23,6 +23,12 @@ bool step_done(const Definition& def, const Instance& inst, uint32_t i) {
   return dependency_satisfied(def, inst, i);
 }
 
+// The error of a step whose attempt a restart interrupted while, or before, the instance began
+// compensating.
+constexpr std::string_view kInterruptedNotRerun =
+    "interrupted by a restart and not run again, as the instance is being compensated; what the "
+    "attempt did is not undone";
+
 bool failed_for_good(const Definition& def, const Instance& inst, uint32_t i) {
   return inst.steps[i].state == StepState::failed && !def.steps[i].continue_on_failure;
 }
@@ -258,8 +264,15 @@ void apply(const Definition& def, Instance& inst, const Event& e) {
       StepRun& s = step_of(def, inst, e);
       s.run.running = false;
       ++s.run.budget_base;
-      // While compensating, an interrupted step is not run again: it never succeeded.
-      s.state = inst.state == InstanceState::compensating ? StepState::skipped : StepState::pending;
+      if (inst.state == InstanceState::compensating) {
+        // Not run again: it never succeeded, so it is not undone either. It ran, though, and
+        // says so, for whoever checks what it may have done.
+        s.state = StepState::failed;
+        s.run.error = std::string(kInterruptedNotRerun);
+        s.ended_at = e.at;
+      } else {
+        s.state = StepState::pending;
+      }
       break;
     }
     case EventType::compensation_started: {
@@ -305,11 +318,12 @@ void apply(const Definition& def, Instance& inst, const Event& e) {
       for (uint32_t i = 0; i < inst.steps.size(); ++i) {
         StepRun& s = inst.steps[i];
         if (s.state == StepState::pending && !s.run.running) {
-          // One waiting for the timer of its next attempt failed, with the error it has; one that
-          // has not run is skipped.
-          if (s.run.retry_at) {
+          // One waiting for the timer of its next attempt failed, with the error it has, as did
+          // one whose attempt a restart interrupted; one that has not run is skipped.
+          if (s.run.retry_at || s.started_at) {
             s.state = StepState::failed;
             s.ended_at = e.at;
+            if (s.run.error.empty()) s.run.error = std::string(kInterruptedNotRerun);
           } else {
             s.state = StepState::skipped;
           }
@@ -486,6 +500,22 @@ Result<Transition> retry(const Definition& def, Instance& inst, std::optional<st
   }
   if (from && !def.step_index(*from)) {
     return make_error(ErrorCode::not_found, "workflow " + def.name + " has no step " + *from);
+  }
+  if (from && inst.state == InstanceState::failed) {
+    // A step that failed and is not run again fails the instance again at once: refused rather
+    // than a retry that runs nothing.
+    const std::vector<uint32_t> rerun = downstream_of(def, *def.step_index(*from));
+    for (uint32_t i = 0; i < inst.steps.size(); ++i) {
+      if (!failed_for_good(def, inst, i) ||
+          std::find(rerun.begin(), rerun.end(), i) != rerun.end()) {
+        continue;
+      }
+      return make_error(ErrorCode::invalid_argument,
+                        "step " + def.steps[i].name + " failed and is not downstream of " + *from +
+                            ", so the instance would fail again at once; retry --from " +
+                            def.steps[i].name +
+                            ", or without --from to run every failed step again");
+    }
   }
   if (!input.is_null() && !input.is_object()) {
     return make_error(ErrorCode::invalid_argument, "retry input must be a JSON object");

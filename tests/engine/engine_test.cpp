@@ -296,6 +296,29 @@ TEST_CASE("retry --from re-runs the step and its downstream with new input") {
   sim.check_replay();
 }
 
+TEST_CASE("retry --from is refused while a step outside what it re-runs stays failed") {
+  Sim sim(make_def({{"a"}, {"b"}, {"c"}}, OnFailure::halt));
+  sim.start({{"n", 1}});
+  sim.result("a", Outcome::ok);
+  sim.result("b", Outcome::fail);
+  REQUIRE(sim.inst.state == InstanceState::failed);
+  // c is downstream of b, which failed: from c, b would stay failed and nothing would run.
+  auto r = retry(sim.def, sim.inst, std::string("c"), json{{"n", 2}}, std::nullopt, sim.now);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().code == ErrorCode::invalid_argument);
+  CHECK(r.error().message ==
+        "step b failed and is not downstream of c, so the instance would fail again at once; "
+        "retry --from b, or without --from to run every failed step again");
+  CHECK(sim.inst.input == json{{"n", 1}});  // nothing changed
+  CHECK(sim.inst.state == InstanceState::failed);
+  // From a or b, b runs again.
+  auto t = retry(sim.def, sim.inst, std::string("a"), nullptr, std::nullopt, sim.now);
+  REQUIRE(t.has_value());
+  sim.take(std::move(*t));
+  CHECK(sim.dispatched() == V{"a"});
+  sim.check_replay();
+}
+
 TEST_CASE("retry and cancel are refused in states that do not allow them") {
   Sim sim(make_def({{"a"}}));
   sim.start();
@@ -533,6 +556,42 @@ TEST_CASE("recovery re-runs interrupted attempts without counting them") {
   CHECK(sim.step("a").state == StepState::failed);
   CHECK(sim.inst.state == InstanceState::failed);
   sim.check_replay();
+}
+
+TEST_CASE("a step a restart interrupted during or before a cancel shows that it ran") {
+  const std::string why =
+      "interrupted by a restart and not run again, as the instance is being compensated; what "
+      "the attempt did is not undone";
+  SECTION("cancelled while it ran, then sagad died") {
+    Sim sim(make_def({{"a", {"<previous>"}, true, 1}, {"b"}}));
+    sim.start();
+    sim.result("a", Outcome::ok);
+    auto c = cancel(sim.def, sim.inst, "", std::nullopt, sim.now);
+    REQUIRE(c.has_value());
+    sim.take(std::move(*c));
+    sim.inst = replay(sim.def, "i-1", sim.history);
+    sim.take(recover(sim.def, sim.inst, sim.now));
+    CHECK(sim.step("b").state == StepState::failed);
+    CHECK(sim.step("b").run.error == why);
+    CHECK(sim.step("b").ended_at.has_value());
+    CHECK(sim.dispatched(Phase::compensate) == V{"a"});
+    sim.check_replay();
+  }
+  SECTION("its deadline passed while sagad was down") {
+    Definition def = make_def({{"a", {"<previous>"}, true, 1}, {"b"}, {"c"}});
+    def.timeout = Millis(5000);
+    Sim sim(def);
+    sim.start();
+    sim.result("a", Outcome::ok);
+    sim.now += Millis(6000);
+    sim.inst = replay(sim.def, "i-1", sim.history);
+    sim.take(recover(sim.def, sim.inst, sim.now));
+    CHECK(sim.inst.state == InstanceState::compensating);
+    CHECK(sim.step("b").state == StepState::failed);
+    CHECK(sim.step("b").run.error == why);
+    CHECK(sim.step("c").state == StepState::skipped);  // never ran
+    sim.check_replay();
+  }
 }
 
 TEST_CASE("recovery re-arms a backoff timer for the time that is left") {
