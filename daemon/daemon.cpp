@@ -692,7 +692,17 @@ void Daemon::perform(Live& live, const Action& a) {
       live.deadline = add_timer(a.at, {live.inst.id, TimerKind::deadline, 0, Phase::run, 0});
       break;
     case Action::Kind::stop_attempts:
-      for (auto& r : live.running) r.cancel->store(true);
+      for (auto& r : live.running) {
+        r.cancel->store(true);
+        // One still waiting for a worker never runs: it ends now, not a grace period later.
+        if (r.ticket != 0 && executor_->drop_queued(r.ticket)) {
+          loop_queue_->post([this, id = live.inst.id,
+                             res = AttemptResult{r.step, r.phase, r.attempt, Outcome::retry,
+                                                 nullptr, "cancelled before a worker took it up"}] {
+            on_attempt_done(id, res);
+          });
+        }
+      }
       if (!live.running.empty()) {
         add_timer(now_ms() + config_.grace,
                   {live.inst.id, TimerKind::stop_grace, 0, Phase::run, 0});

@@ -25,15 +25,19 @@ Executor::Ticket Executor::submit(Job job) {
   return ticket;
 }
 
-Executor::Abandoned Executor::abandon(Ticket ticket) {
-  reap();
+bool Executor::drop_queued(Ticket ticket) {
   std::lock_guard lock(mu_);
   auto queued =
       std::find_if(queue_.begin(), queue_.end(), [&](const auto& q) { return q.first == ticket; });
-  if (queued != queue_.end()) {
-    queue_.erase(queued);
-    return Abandoned::dropped;
-  }
+  if (queued == queue_.end()) return false;
+  queue_.erase(queued);
+  return true;
+}
+
+Executor::Abandoned Executor::abandon(Ticket ticket) {
+  reap();
+  if (drop_queued(ticket)) return Abandoned::dropped;
+  std::lock_guard lock(mu_);
   if (std::find(running_.begin(), running_.end(), ticket) == running_.end() ||
       std::find(abandoned_.begin(), abandoned_.end(), ticket) != abandoned_.end()) {
     return Abandoned::done;

@@ -35,6 +35,8 @@ class Executor {
   // most kMaxReplaced workers are replaced at a time. Loop thread.
   enum class Abandoned { dropped, replaced, done, too_many };
   Abandoned abandon(Ticket ticket);
+  // Drops a job that no worker has taken up yet: true when it was queued. Loop thread.
+  bool drop_queued(Ticket ticket);
   // Jobs queued or running, abandoned ones included; loop thread.
   size_t busy() const;
   // Running jobs that were abandoned; loop thread.

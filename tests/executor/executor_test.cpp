@@ -112,7 +112,9 @@ TEST_CASE("a queued job given up on never runs") {
     return std::function<void()>();
   });
   CHECK(ex.busy() == 2);
+  CHECK_FALSE(ex.drop_queued(b + 1));  // no such job
   CHECK(ex.abandon(b) == Executor::Abandoned::dropped);
+  CHECK_FALSE(ex.drop_queued(b));  // once
   CHECK(ex.busy() == 1);
   CHECK(ex.abandoned() == 0);  // nothing to replace
   stuck.release = true;

@@ -352,6 +352,29 @@ steps:
         daemon.log()
 
 
+def test_cancelling_an_attempt_that_waits_for_a_worker_ends_it_at_once(daemon):
+    daemon.add_workflow("nap.yaml", """
+name: nap
+steps:
+  - name: a
+    uses: testing.sleep
+    with: {ms: "${{ input.ms }}"}
+""")
+    daemon.extra_args = ["--workers", "1", "--grace", "10s"]
+    daemon.start()
+    assert daemon.ctl("start", "nap", "--id", "busy", "--input", '{"ms": 8000}').returncode == 0
+    daemon.wait_for("busy", lambda d: d["steps"][0]["state"] == "running")
+    assert daemon.ctl("start", "nap", "--id", "queued", "--input", '{"ms": 1}').returncode == 0
+    daemon.wait_for("queued", lambda d: d["steps"][0]["state"] == "running")
+    began = time.time()
+    assert daemon.ctl("cancel", "queued").returncode == 0
+    doc = daemon.wait_for("queued", lambda d: d["state"] == "compensated")
+    # Not after the grace period, nor once the worker is free: it never ran.
+    assert time.time() - began < 3
+    assert doc["steps"][0]["error"] == "cancelled before a worker took it up"
+    assert daemon.inspect("busy")["state"] == "running"
+
+
 def test_missing_template_path_fails_the_step_for_good(daemon):
     daemon.add_workflow("tmpl.yaml", """
 name: tmpl
