@@ -487,11 +487,12 @@ Result<Transition> cancel(const Definition& def, Instance& inst, std::string rea
 Result<Transition> retry(const Definition& def, Instance& inst, std::optional<std::string> from,
                          json input, std::optional<Caller> caller, TimePoint now) {
   if (inst.state == InstanceState::compensation_failed) {
-    if (from || !input.is_null()) {
+    // New input may fix what a compensation's templates read; no step runs forward again.
+    if (from) {
       return make_error(ErrorCode::invalid_argument,
                         "instance " + inst.id +
                             " is compensation_failed: retry resumes its compensations; --from "
-                            "and --input apply only to failed instances");
+                            "applies only to failed instances");
     }
   } else if (inst.state != InstanceState::failed) {
     return make_error(ErrorCode::failed_precondition,

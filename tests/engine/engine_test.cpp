@@ -347,10 +347,12 @@ TEST_CASE("a compensation that fails for good parks the instance; retry resumes 
 
   auto bad = retry(sim.def, sim.inst, std::string("a"), nullptr, std::nullopt, sim.now);
   CHECK_FALSE(bad.has_value());
-  auto t = retry(sim.def, sim.inst, std::nullopt, nullptr, std::nullopt, sim.now);
+  // New input, for what the compensations' templates read.
+  auto t = retry(sim.def, sim.inst, std::nullopt, json{{"undo", 1}}, std::nullopt, sim.now);
   REQUIRE(t.has_value());
   sim.take(std::move(*t));
   CHECK(sim.inst.state == InstanceState::compensating);
+  CHECK(sim.inst.input == json{{"undo", 1}});
   CHECK(sim.dispatched(Phase::compensate) == V{"b"});
   CHECK(sim.step("b").comp.attempts == 2);
   sim.result("b", Outcome::ok, Phase::compensate);
