@@ -174,10 +174,11 @@ int call(const Options& o, const std::string& method, json params, json& out) {
   return kOk;
 }
 
-// A file, pipe or /dev/stdin, up to the most a request may carry.
+// A file, pipe or stdin ("-"), up to the most a request may carry.
 std::expected<std::string, std::string> read_input_file(const std::string& path) {
   const std::string what = "cannot read --input-file " + path + ": ";
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd =
+      path == "-" ? ::fcntl(0, F_DUPFD_CLOEXEC, 3) : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return std::unexpected(what + std::strerror(errno));
   std::string text;
   char buf[1 << 16];
@@ -208,8 +209,17 @@ std::optional<json> parse_object(const std::string& text, const std::string& wha
                             std::to_string(saga::kMaxJsonDepth - 2) + " levels deep; flatten it");
     return std::nullopt;
   }
-  json v = json::parse(text, nullptr, false);
-  if (v.is_discarded() || !v.is_object()) {
+  json v;
+  try {
+    v = json::parse(text);
+  } catch (const json::exception& e) {
+    // nlohmann's words after its "[json.exception.parse_error.101] " tag.
+    std::string why = e.what();
+    if (auto tag = why.find("] "); tag != std::string::npos) why.erase(0, tag + 2);
+    code = fail(kUsage, what + " is not JSON: " + why);
+    return std::nullopt;
+  }
+  if (!v.is_object()) {
     code = fail(kUsage, what + " must be a JSON object, e.g. '{\"order_id\": 42}'");
     return std::nullopt;
   }
@@ -459,7 +469,8 @@ int main(int argc, char** argv) {
                 "\n\nWith --wait: exit 0 when the instance completed, 1 when it ended otherwise.");
   start->add_option("workflow", workflow, "workflow name")->required();
   auto* input_opt = start->add_option("--input", input_text, "instance input, a JSON object");
-  start->add_option("--input-file", input_file, "read the input from a file")->excludes(input_opt);
+  start->add_option("--input-file", input_file, "read the input from a file (- for stdin)")
+      ->excludes(input_opt);
   start->add_option("--id", id, "instance id; starting an existing id returns that instance");
   start->add_flag("--wait", wait, "wait until the instance settles; exit 1 unless completed");
 
@@ -598,7 +609,7 @@ int main(int argc, char** argv) {
     }
     if (start->count("--id") > 0) {
       if (id.empty() || id.size() > saga::rpc::kMaxIdBytes) {
-        return fail(kUsage, "--id is 1 to 128 characters, not " + std::to_string(id.size()));
+        return fail(kUsage, "--id is 1 to 128 bytes, not " + std::to_string(id.size()));
       }
       if (saga::rpc::has_control_character(id)) {
         return fail(kUsage, "--id must not contain control characters (newline, tab)");

@@ -1225,7 +1225,7 @@ void Daemon::handle_start(ControlServer::Call& call) {
     return reply_invalid(call, "start needs \"workflow\", a string");
   auto id = string_param(p, "id");
   if (id && (*id == "\x01" || id->empty() || id->size() > rpc::kMaxIdBytes)) {
-    return reply_invalid(call, "\"id\" must be a non-empty string of at most 128 characters");
+    return reply_invalid(call, "\"id\" must be a non-empty string of at most 128 bytes");
   }
   if (id && rpc::has_control_character(*id)) {
     return reply_invalid(call, "\"id\" must not contain control characters (NUL, newline, tab)");

@@ -102,6 +102,15 @@ def test_exit_codes(daemon):
     assert daemon.ctl("list", "--limit", "0").returncode == 2
     assert daemon.ctl("list", "--state", "sleeping").returncode == 2
     assert daemon.ctl("start", "hello", "--input", "[1]").returncode == 2
+    # JSON that does not parse says why, not that it is no object.
+    r = daemon.ctl("start", "hello", "--input", '{"n": 1e400}')
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("sagactl: --input is not JSON: ") and "number overflow" in r.stderr
+    # "-" is stdin.
+    r = daemon.ctl("start", "hello", "--input-file", "-", "--wait", "--json",
+                   input='{"name": "stdin"}')
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["instance"]["input"] == {"name": "stdin"}
     r = daemon.ctl("inspect", "no-such-id")
     assert r.returncode == 1 and "no instance no-such-id" in r.stderr
     code, doc = daemon.ctl_json("inspect", "no-such-id")
