@@ -90,6 +90,7 @@ struct Request {
   bool body_is_json = false;
   std::vector<long> expect;  // empty: any 2xx
   Millis timeout = kDefaultTimeout;
+  bool follow_redirects = false;
 };
 
 bool has_line_break(std::string_view s) {
@@ -122,6 +123,17 @@ std::expected<Request, std::string> parse_request(const json& params) {
     return std::unexpected("`url` must be a non-empty string");
   }
   req.url = url->get<std::string>();
+  // libcurl would guess a scheme for "host/path"; a URL that says none is a mistake here.
+  const std::string scheme = lowercase(req.url.substr(0, req.url.find("://") + 3));
+  if (scheme != "http://" && scheme != "https://") {
+    return std::unexpected("`url` must start with http:// or https://, not `" +
+                           req.url.substr(0, 40) + "`");
+  }
+
+  if (const json* follow = field("follow_redirects")) {
+    if (!follow->is_boolean()) return std::unexpected("`follow_redirects` must be true or false");
+    req.follow_redirects = follow->get<bool>();
+  }
 
   if (const json* headers = field("headers")) {
     if (!headers->is_object()) return std::unexpected("`headers` must be an object of Name: value");
@@ -359,6 +371,10 @@ Result perform(saga::Context& ctx) {
   api.easy_setopt(curl, CURLOPT_URL, req->url.c_str());
   // A workflow's URL is often templated from data: never let it name file:// or the like.
   api.easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  // The handle is reused: every option a request may set is set each time.
+  api.easy_setopt(curl, CURLOPT_FOLLOWLOCATION, req->follow_redirects ? 1L : 0L);
+  api.easy_setopt(curl, CURLOPT_MAXREDIRS, 10L);
+  api.easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   // Signals cannot be used for timeouts on a worker thread of a multithreaded daemon.
   api.easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   api.easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(budget.count()));
@@ -426,9 +442,16 @@ Result perform(saga::Context& ctx) {
   }
 
   std::string message = target + " returned " + std::to_string(status);
+  if (status >= 300 && status < 400) {
+    if (auto location = t.headers.find("location"); location != t.headers.end()) {
+      message += " to " + valid_utf8(location->second);
+    }
+    if (!req->follow_redirects) message += " (set follow_redirects: true to follow it)";
+  }
   const std::string_view snippet = trim(std::string_view(t.body).substr(0, kErrorBodySnippet));
   if (!snippet.empty()) message += ": " + valid_utf8(snippet);
-  if (status == 429 || status >= 500) return Result::retry(std::move(message));
+  // 408: the server gave up waiting for the request, which the next attempt may send in time.
+  if (status == 408 || status == 429 || status >= 500) return Result::retry(std::move(message));
   return Result::fail(std::move(message));
 }
 
@@ -452,6 +475,9 @@ std::vector<saga::Param> http_params() {
        "Status codes that mean success (default: any 2xx)"},
       {"timeout", ParamType::string, false, "30s",
        "Bound on the whole request, within the attempt's timeout"},
+      {"follow_redirects", ParamType::boolean, false, false,
+       "Follow 3xx redirects (up to 10, http and https only); else a 3xx fails, naming where it "
+       "leads"},
   };
 }
 
@@ -461,5 +487,5 @@ SAGA_PLUGIN("http", "1.0",
             {saga::step_type<Http>(
                 "http",
                 "Sends one HTTP request: 2xx (or `expect`) is ok with status, headers and body; "
-                "connection errors, timeouts, 429 and 5xx retry; other statuses fail",
+                "connection errors, timeouts, 408, 429 and 5xx retry; other statuses fail",
                 http_params(), /*can_compensate=*/true)});

@@ -226,7 +226,7 @@ TEST_CASE("http declares its parameters and a compensation", "[http]") {
   const saga_param* method = saga::test::find_param(type, "method");
   REQUIRE(method != nullptr);
   CHECK(saga::test::view(method->default_json) == "\"GET\"");
-  for (const char* name : {"headers", "json", "body", "expect", "timeout"}) {
+  for (const char* name : {"headers", "json", "body", "expect", "timeout", "follow_redirects"}) {
     const saga_param* p = saga::test::find_param(type, name);
     REQUIRE(p != nullptr);
     CHECK(p->required == 0);
@@ -296,6 +296,32 @@ TEST_CASE("http: 429 retries", "[http]") {
   const Outcome r = run({{"url", server.url("/")}});
   REQUIRE(r.outcome == SAGA_OUTCOME_RETRY);
   CHECK_THAT(r.data, Catch::Contains("429"));
+}
+
+TEST_CASE("http: 408 retries: the server gave up waiting for the request", "[http]") {
+  TestServer server([](const HttpRequest&) { return HttpResponse{408, {}, "too slow", 0ms}; });
+  const Outcome r = run({{"url", server.url("/")}});
+  REQUIRE(r.outcome == SAGA_OUTCOME_RETRY);
+  CHECK_THAT(r.data, Catch::Contains("returned 408"));
+}
+
+TEST_CASE("http: a redirect fails naming where it leads, or is followed when asked", "[http]") {
+  TestServer server([&](const HttpRequest& req) {
+    if (req.target == "/old") {
+      return HttpResponse{301, {{"Location", "/new"}}, "", 0ms};
+    }
+    return json_response(200, {{"at", req.target}});
+  });
+  const Outcome r = run({{"url", server.url("/old")}});
+  REQUIRE(r.outcome == SAGA_OUTCOME_FAIL);
+  CHECK_THAT(r.data, Catch::Contains("returned 301 to /new (set follow_redirects: true to "
+                                     "follow it)"));
+  const Outcome followed = run({{"url", server.url("/old")}, {"follow_redirects", true}});
+  REQUIRE(followed.outcome == SAGA_OUTCOME_OK);
+  CHECK(json::parse(followed.data)["body"] == json({{"at", "/new"}}));
+  // The thread's handle does not keep following for a request that did not ask.
+  const Outcome again = run({{"url", server.url("/old")}});
+  CHECK(again.outcome == SAGA_OUTCOME_FAIL);
 }
 
 TEST_CASE("http: 404 fails", "[http]") {
@@ -454,6 +480,15 @@ TEST_CASE("http: mistakes in the workflow fail for good", "[http]") {
   }
   SECTION("not http") {
     const Outcome r = run({{"url", "file:///etc/passwd"}});
+    REQUIRE(r.outcome == SAGA_OUTCOME_FAIL);
+  }
+  SECTION("no scheme") {
+    const Outcome r = run({{"url", "127.0.0.1:1/x"}});
+    REQUIRE(r.outcome == SAGA_OUTCOME_FAIL);
+    CHECK(r.data == "http: `url` must start with http:// or https://, not `127.0.0.1:1/x`");
+  }
+  SECTION("follow_redirects not a boolean") {
+    const Outcome r = run({{"url", "http://127.0.0.1:1/"}, {"follow_redirects", "yes"}});
     REQUIRE(r.outcome == SAGA_OUTCOME_FAIL);
   }
   SECTION("bad timeout") {
