@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <link.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -151,6 +152,68 @@ std::string errno_text(const char* what) {
   return std::string(what) + ": " + std::strerror(errno);
 }
 
+// Whether `address` lies in an executable segment of the library.
+bool in_code_of(const link_map& library, const void* address) {
+  struct Search {
+    const link_map& library;
+    uintptr_t address;
+    bool found = false;
+  } search{library, reinterpret_cast<uintptr_t>(address)};
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        auto* s = static_cast<Search*>(data);
+        if (info->dlpi_addr != s->library.l_addr ||
+            std::strcmp(info->dlpi_name, s->library.l_name) != 0) {
+          return 0;
+        }
+        for (ElfW(Half) i = 0; i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_LOAD || (ph.p_flags & PF_X) == 0) continue;
+          const uintptr_t start = info->dlpi_addr + ph.p_vaddr;
+          if (s->address >= start && s->address - start < ph.p_memsz) s->found = true;
+        }
+        return 1;
+      },
+      &search);
+  return search.found;
+}
+
+// The ABI's entry symbol is an object holding a pointer to the entry function (what SAGA_PLUGIN
+// and BOOST_DLL_ALIAS define). Anything else read as that pointer would send the call wherever its
+// bytes point: why this library's symbol is not one, or nullopt when it is.
+std::optional<std::string> entry_symbol_problem(void* handle) {
+  static constexpr std::string_view kWants =
+      ", where the saga ABI declares a pointer to its entry function";
+  void* address = ::dlsym(handle, SAGA_PLUGIN_ENTRY_SYMBOL);
+  if (!address) return "it exports no " SAGA_PLUGIN_ENTRY_SYMBOL;
+  Dl_info info{};
+  void* entry = nullptr;  // the symbol's ElfW(Sym)
+  if (::dladdr1(address, &info, &entry, RTLD_DL_SYMENT) == 0 || !entry) {
+    return "its " SAGA_PLUGIN_ENTRY_SYMBOL " is not in the plugin's own memory" +
+           std::string(kWants);
+  }
+  const auto* symbol = static_cast<const ElfW(Sym)*>(entry);
+  const unsigned kind = ELF64_ST_TYPE(symbol->st_info);
+  if (kind == STT_FUNC || kind == STT_GNU_IFUNC) {
+    return "it exports " SAGA_PLUGIN_ENTRY_SYMBOL " as a function" + std::string(kWants);
+  }
+  if (kind != STT_OBJECT || symbol->st_size < sizeof(void*)) {
+    return "it exports " SAGA_PLUGIN_ENTRY_SYMBOL " as " +
+           (kind == STT_OBJECT ? "an object of " + std::to_string(symbol->st_size) + " bytes"
+                               : "an ELF symbol of type " + std::to_string(kind)) +
+           std::string(kWants);
+  }
+  const void* target = *static_cast<const void* const*>(address);
+  if (!target) return "it exports no " SAGA_PLUGIN_ENTRY_SYMBOL;
+  link_map* library = nullptr;
+  if (::dlinfo(handle, RTLD_DI_LINKMAP, &library) != 0 || !library ||
+      !in_code_of(*library, target)) {
+    return "its " SAGA_PLUGIN_ENTRY_SYMBOL " points outside the plugin's code" +
+           std::string(kWants);
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 PluginRegistry::FileStamp PluginRegistry::stamp_of(const struct stat& st) {
@@ -290,11 +353,10 @@ Result<void> PluginRegistry::add_plugin(const std::string& path, const Library& 
   const boost::dll::shared_library& library = lib.library;
   const saga_plugin* plugin = nullptr;
   try {
-    if (!library.has(SAGA_PLUGIN_ENTRY_SYMBOL) ||
-        !library.get<const void*>(SAGA_PLUGIN_ENTRY_SYMBOL)) {
-      return refuse(ErrorCode::invalid_argument, path,
-                    "not a saga plugin (it exports no " SAGA_PLUGIN_ENTRY_SYMBOL
-                    "); build it with SAGA_PLUGIN from the saga SDK");
+    if (auto why = entry_symbol_problem(library.native())) {
+      return refuse(
+          ErrorCode::invalid_argument, path,
+          "not a saga plugin (" + *why + "); build it with SAGA_PLUGIN from the saga SDK");
     }
     auto entry = boost::dll::import_alias<const saga_plugin*()>(library, SAGA_PLUGIN_ENTRY_SYMBOL);
     plugin = entry();

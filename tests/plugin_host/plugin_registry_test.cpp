@@ -346,6 +346,36 @@ TEST_CASE("a file that is not a saga plugin is refused in one line naming it") {
   CHECK(reg.step_types().empty());
 }
 
+TEST_CASE(
+    "an entry symbol that is not a pointer to the entry function is refused and never called") {
+  // Exported as the function itself: its first bytes read as a pointer lead nowhere.
+  PluginRegistry reg;
+  const std::string function = fixture("entry_function_plugin");
+  auto r = reg.load_file(function);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().message ==
+        "plugin " + function +
+            ": not a saga plugin (it exports saga_plugin_entry as a function, where the saga ABI "
+            "declares a pointer to its entry function); build it with SAGA_PLUGIN from the saga "
+            "SDK");
+
+  // The right kind of symbol, pointing at data: calling it would execute the descriptor.
+  const std::string data = fixture("entry_data_plugin");
+  auto d = reg.load_file(data);
+  REQUIRE_FALSE(d.has_value());
+  CHECK(d.error().message ==
+        "plugin " + data +
+            ": not a saga plugin (its saga_plugin_entry points outside the plugin's code, where "
+            "the saga ABI declares a pointer to its entry function); build it with SAGA_PLUGIN "
+            "from the saga SDK");
+  CHECK(reg.plugins().empty());
+  CHECK(reg.step_types().empty());
+
+  // Neither leaves anything behind that stops a good plugin from loading.
+  REQUIRE(reg.load_file(kTesting).has_value());
+  CHECK(reg.find("testing.noop") != nullptr);
+}
+
 TEST_CASE("a duplicate step type is refused naming both plugin files and the first keeps working") {
   PluginRegistry reg;
   REQUIRE(reg.load_file(kTesting).has_value());
@@ -461,18 +491,21 @@ TEST_CASE("load_directory reports each bad plugin file and still loads the good 
   std::vector<std::string> messages;
   for (const auto& e : errors) messages.push_back(e.message);
   INFO(Catch::Detail::stringify(messages));
-  REQUIRE(errors.size() == 6);
+  REQUIRE(errors.size() == 8);
   // Files are taken in name order.
   CHECK(messages[0].starts_with("plugin " + fixture("abi2_plugin") + ": "));
   CHECK(messages[1] == "plugin " + fixture("bad_default_plugin") +
                            ": step type bad_default.step: parameter count has the default "
                            "\"notint\", but must be an integer");
-  CHECK(messages[2].starts_with("plugin " + fixture("not_a_plugin") + ": "));
-  CHECK(messages[3] == "plugin " + fixture("required_default_plugin") +
+  CHECK(messages[2].starts_with("plugin " + fixture("entry_data_plugin") + ": not a saga plugin"));
+  CHECK(messages[3].starts_with("plugin " + fixture("entry_function_plugin") +
+                                ": not a saga plugin"));
+  CHECK(messages[4].starts_with("plugin " + fixture("not_a_plugin") + ": "));
+  CHECK(messages[5] == "plugin " + fixture("required_default_plugin") +
                            ": step type required_default.step: parameter name is required and "
                            "has a default, which it would never use; drop one of them");
-  CHECK(messages[4].starts_with("plugin " + fixture("truncated_plugin") + ": "));
-  CHECK(messages[5].starts_with("plugin " + fixture("unresolved_plugin") + ": "));
+  CHECK(messages[6].starts_with("plugin " + fixture("truncated_plugin") + ": "));
+  CHECK(messages[7].starts_with("plugin " + fixture("unresolved_plugin") + ": "));
   for (const char* name : {"context.report", "duplicate.own", "testing.noop", "misbehaving.silent",
                            "newer.first", "short.first", "throwing.step"}) {
     CHECK(reg.find(name) != nullptr);
@@ -480,7 +513,7 @@ TEST_CASE("load_directory reports each bad plugin file and still loads the good 
   CHECK(reg.plugins().size() == 6);
 
   // A second pass, as a reload does, retries only the refused files.
-  CHECK(reg.load_directory(SAGA_FIXTURE_DIR).size() == 6);
+  CHECK(reg.load_directory(SAGA_FIXTURE_DIR).size() == 8);
   CHECK(reg.plugins().size() == 6);
 
   // The testing plugin now collides with the fixture that took testing.noop.
