@@ -226,9 +226,11 @@ PluginRegistry::FileStamp PluginRegistry::stamp_of(const struct stat& st) {
 // The loader maps the file it opens, so writing into that file (cp over an installed plugin
 // writes into the same inode) would change code under running steps: it loads a sealed memfd
 // holding the file's bytes instead.
-Result<const PluginRegistry::Library*> PluginRegistry::load_library(const std::string& path) {
+std::expected<const PluginRegistry::Library*, PluginRegistry::LoadFailure>
+PluginRegistry::load_library(const std::string& path) {
   auto cannot = [&](const std::string& why) {
-    return refuse(ErrorCode::invalid_argument, path, "cannot be loaded: " + why);
+    return std::unexpected(LoadFailure{
+        {ErrorCode::invalid_argument, "plugin " + path + ": cannot be loaded: " + why}, {}});
   };
   UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (file.get() < 0) return cannot(std::strerror(errno));
@@ -273,11 +275,38 @@ Result<const PluginRegistry::Library*> PluginRegistry::load_library(const std::s
     }
     lib->copy_path = "/proc/self/fd/" + std::to_string(copy.get());
   }
+  std::string threw;
   try {
     lib->library.load(lib->copy_path,
                       boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+  } catch (const boost::dll::fs::system_error& e) {
+    // dlopen failed and undid what it had done.
+    return std::unexpected(
+        LoadFailure{{ErrorCode::invalid_argument,
+                     "plugin " + path + ": " + load_failure(path, lib->copy_path, e)},
+                    {}});
   } catch (const std::exception& e) {
-    return refuse(ErrorCode::invalid_argument, path, load_failure(path, lib->copy_path, e));
+    threw = std::string("(") + e.what() + ")";
+  } catch (...) {
+    threw = "of unknown type";
+  }
+  if (!threw.empty()) {
+    // Thrown by the library's own initialization, through the dynamic loader, which keeps the
+    // library mapped but unfinished under the copy's path: that path, the copy's descriptor,
+    // must never name another file, so the descriptor stays open for good. The loader's lock
+    // stays held by this thread too, which nothing here can release.
+    LoadFailure failure{
+        {ErrorCode::invalid_argument,
+         "plugin " + path + ": its initialization threw an exception " + threw +
+             "; an exception thrown through the dynamic loader leaves it locked for sagad's "
+             "other threads: fix or remove the file and restart sagad"},
+        {}};
+    // The reference the check takes is kept: such a library is never unloaded.
+    if (::dlopen(lib->copy_path.c_str(), RTLD_LAZY | RTLD_NOLOAD)) {
+      copy.release();
+      failure.loaded_as = lib->copied_from;
+    }
+    return std::unexpected(std::move(failure));
   }
   lib->copy_fd = copy.release();
   libraries_.push_back(std::move(lib));
@@ -335,8 +364,8 @@ Result<void> PluginRegistry::load_file(const std::string& path) {
 Result<void> PluginRegistry::load_and_record(const std::string& path, const std::string& dir) {
   auto library = load_library(path);
   if (!library) {
-    refused_[path] = {dir, library.error(), std::nullopt};
-    return std::unexpected(library.error());
+    refused_[path] = {dir, library.error().error, library.error().loaded_as};
+    return std::unexpected(library.error().error);
   }
   auto added = add_plugin(path, **library);
   if (added) {

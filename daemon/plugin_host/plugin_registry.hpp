@@ -133,10 +133,15 @@ class PluginRegistry {
     Error error;
     std::optional<FileStamp> loaded_as;  // set when its code was loaded
   };
+  // Why a file's code could not be loaded, and whether some of it stayed loaded all the same.
+  struct LoadFailure {
+    Error error;
+    std::optional<FileStamp> loaded_as;  // set when its code stayed loaded
+  };
   static FileStamp stamp_of(const struct stat& st);
   Result<void> load_and_record(const std::string& path, const std::string& dir);
   // Copies the file privately and loads the copy; the library is held from then on.
-  Result<const Library*> load_library(const std::string& path);
+  std::expected<const Library*, LoadFailure> load_library(const std::string& path);
   // Reads the plugin descriptor of a loaded library and registers its step types.
   Result<void> add_plugin(const std::string& path, const Library& library);
 

@@ -523,6 +523,35 @@ TEST_CASE("load_directory reports each bad plugin file and still loads the good 
   CHECK(reg.find("testing.echo") == nullptr);
 }
 
+TEST_CASE("a plugin whose initialization throws is refused and the next file still loads") {
+  // The failed library stays mapped under the path its copy was loaded from: a later file must
+  // never be given that path, or the loader hands back the failed library for it.
+  ::unsetenv("SAGA_FIXTURE_INIT_RUNS");
+  TempDir dir;
+  const auto throws = dir.path() / "a-init-throws.so";
+  std::filesystem::copy_file(SAGA_INIT_THROWS_FIXTURE, throws);
+  std::filesystem::copy_file(kTesting, dir.path() / "b-testing.so");
+  PluginRegistry reg;
+  auto errors = reg.load_directory(dir.path().string());
+  REQUIRE(errors.size() == 1);
+  INFO(errors[0].message);
+  CHECK(errors[0].message == "plugin " + throws.string() +
+                                 ": its initialization threw an exception (no configuration "
+                                 "found); an exception thrown through the dynamic loader leaves "
+                                 "it locked for sagad's other threads: fix or remove the file and "
+                                 "restart sagad");
+  REQUIRE(reg.plugins().size() == 1);
+  CHECK(reg.plugins()[0].file == (dir.path() / "b-testing.so").string());
+  CHECK(run(type(reg, "testing.noop")).outcome == SAGA_OUTCOME_OK);
+  CHECK(reg.find("init_throws.step") == nullptr);
+
+  // Its code stayed loaded: a reload reports it again without running it again.
+  CHECK(reg.load_directory(dir.path().string()).size() == 1);
+  CHECK(std::string(::getenv("SAGA_FIXTURE_INIT_RUNS")) == "1");
+  REQUIRE(reg.errors().size() == 1);
+  CHECK(reg.errors()[0].error == errors[0].message);
+}
+
 TEST_CASE("load_directory on a missing plugin directory is one error naming it") {
   PluginRegistry reg;
   auto errors = reg.load_directory("/nonexistent-saga-plugins");
