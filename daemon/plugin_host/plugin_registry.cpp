@@ -214,6 +214,24 @@ std::optional<std::string> entry_symbol_problem(void* handle) {
   return std::nullopt;
 }
 
+// What a workflow can name in `uses:` and the documentation promises: lower-case ASCII letters,
+// digits, '_' and '-' in dot-separated parts that each start with a letter.
+bool is_step_type_name(std::string_view name) {
+  bool part_start = true;
+  for (char c : name) {
+    const bool letter = c >= 'a' && c <= 'z';
+    if (part_start) {
+      if (!letter) return false;
+      part_start = false;
+    } else if (c == '.') {
+      part_start = true;
+    } else if (!letter && !(c >= '0' && c <= '9') && c != '_' && c != '-') {
+      return false;
+    }
+  }
+  return !part_start;
+}
+
 }  // namespace
 
 PluginRegistry::FileStamp PluginRegistry::stamp_of(const struct stat& st) {
@@ -426,6 +444,14 @@ Result<void> PluginRegistry::add_plugin(const std::string& path, const Library& 
       return refuse(ErrorCode::invalid_argument, path,
                     "step type " + std::to_string(i) + " has no name");
     }
+    if (!is_step_type_name(info->name)) {
+      return refuse(ErrorCode::invalid_argument, path,
+                    nlohmann::json(info->name)
+                            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+                        " is not a step type name: one is lower-case letters, digits, '_' and "
+                        "'-' in dot-separated parts that each start with a letter, such as "
+                        "testing.noop");
+    }
     if (!t->run) {
       return refuse(ErrorCode::invalid_argument, path,
                     "step type " + info->name + " has no run entry point");
@@ -460,7 +486,14 @@ Result<void> PluginRegistry::add_plugin(const std::string& path, const Library& 
         }
       }
       // A newer minor may add parameter types; validating such a parameter as `any` is loose
-      // but safe, since the plugin still checks what it receives.
+      // but safe, since the plugin still checks what it receives. A plugin of this minor or an
+      // older one has no such type: the number is a mistake.
+      if (p->type > SAGA_PARAM_OBJECT && plugin->abi_minor <= SAGA_ABI_MINOR) {
+        return refuse(ErrorCode::invalid_argument, path,
+                      where + " has type " + std::to_string(p->type) + ", which plugin ABI " +
+                          std::to_string(SAGA_ABI_MAJOR) + "." + std::to_string(plugin->abi_minor) +
+                          " does not have; declare one of saga_param_type");
+      }
       spec.type =
           p->type <= SAGA_PARAM_OBJECT ? static_cast<saga_param_type>(p->type) : SAGA_PARAM_ANY;
       spec.required = p->required != 0;

@@ -1,5 +1,6 @@
 #include "plugin_host/plugin_registry.hpp"
 
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,8 +10,10 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 using namespace saga;
 using json = nlohmann::json;
@@ -294,6 +297,86 @@ TEST_CASE("plugin steps can be invoked from many threads at once") {
   CHECK(mismatches.empty());
 }
 
+namespace {
+
+// Loads the env_described fixture as the environment describes it, into a fresh registry.
+Result<void> load_described(PluginRegistry& reg, const std::string& step_name,
+                            const std::string& param_type = "1",
+                            const std::string& abi_minor = std::to_string(SAGA_ABI_MINOR)) {
+  ::setenv("SAGA_FIXTURE_STEP_NAME", step_name.c_str(), 1);
+  ::setenv("SAGA_FIXTURE_PARAM_TYPE", param_type.c_str(), 1);
+  ::setenv("SAGA_FIXTURE_ABI_MINOR", abi_minor.c_str(), 1);
+  auto r = reg.load_file(fixture("env_described_plugin"));
+  for (const char* name :
+       {"SAGA_FIXTURE_STEP_NAME", "SAGA_FIXTURE_PARAM_TYPE", "SAGA_FIXTURE_ABI_MINOR"}) {
+    ::unsetenv(name);
+  }
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("a step type name is dot-separated lower-case words and anything else is refused") {
+  const std::string path = fixture("env_described_plugin");
+  const std::string rule =
+      " is not a step type name: one is lower-case letters, digits, '_' and '-' in "
+      "dot-separated parts that each start with a letter, such as testing.noop";
+  for (const std::string name :
+       {"exec", "testing.noop", "s3.put-object", "my_plugin.do_it", "a.b2.c-d"}) {
+    PluginRegistry reg;
+    INFO(name);
+    REQUIRE(load_described(reg, name).has_value());
+    CHECK(reg.find(name) != nullptr);
+  }
+  // Each with how the message shows it: quoted as JSON, bytes that are not UTF-8 replaced.
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"has space", "\"has space\""},
+      {"Names.Upper", "\"Names.Upper\""},
+      {"testing.Noop", "\"testing.Noop\""},
+      {".lead", "\".lead\""},
+      {"trail.", "\"trail.\""},
+      {"a..b", "\"a..b\""},
+      {"9lives", "\"9lives\""},
+      {"a.9", "\"a.9\""},
+      {"-x", "\"-x\""},
+      {"tab\tbed", "\"tab\\tbed\""},
+      {"caf\xc3\xa9", "\"caf\xc3\xa9\""},
+      {"bad\xff.name", "\"bad\xef\xbf\xbd.name\""},
+  };
+  for (const auto& [name, shown] : refused) {
+    PluginRegistry reg;
+    INFO(name);
+    auto r = load_described(reg, name);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message == "plugin " + path + ": " + shown + rule);
+    CHECK(reg.plugins().empty());
+  }
+}
+
+TEST_CASE("a parameter type outside the ABI's enum is refused unless the plugin is newer") {
+  const std::string path = fixture("env_described_plugin");
+  {
+    PluginRegistry reg;
+    auto r = load_described(reg, "env_described.step", "99");
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message ==
+          "plugin " + path +
+              ": step type env_described.step: parameter p has type 99, which plugin ABI 1." +
+              std::to_string(SAGA_ABI_MINOR) + " does not have; declare one of saga_param_type");
+    CHECK(reg.plugins().empty());
+  }
+  {
+    // A later minor may have added it: the parameter is then validated as `any`.
+    PluginRegistry reg;
+    REQUIRE(load_described(reg, "env_described.step", "99", std::to_string(SAGA_ABI_MINOR + 1))
+                .has_value());
+    CHECK(param(type(reg, "env_described.step"), "p").type == SAGA_PARAM_ANY);
+  }
+  PluginRegistry reg;
+  REQUIRE(load_described(reg, "env_described.step", "6").has_value());
+  CHECK(param(type(reg, "env_described.step"), "p").type == SAGA_PARAM_OBJECT);
+}
+
 TEST_CASE("a plugin for another ABI major is refused, naming both versions and the file") {
   PluginRegistry reg;
   const std::string path = fixture("abi2_plugin");
@@ -507,14 +590,14 @@ TEST_CASE("load_directory reports each bad plugin file and still loads the good 
   CHECK(messages[6].starts_with("plugin " + fixture("truncated_plugin") + ": "));
   CHECK(messages[7].starts_with("plugin " + fixture("unresolved_plugin") + ": "));
   for (const char* name : {"context.report", "duplicate.own", "testing.noop", "misbehaving.silent",
-                           "newer.first", "short.first", "throwing.step"}) {
+                           "newer.first", "short.first", "throwing.step", "env_described.step"}) {
     CHECK(reg.find(name) != nullptr);
   }
-  CHECK(reg.plugins().size() == 6);
+  CHECK(reg.plugins().size() == 7);
 
   // A second pass, as a reload does, retries only the refused files.
   CHECK(reg.load_directory(SAGA_FIXTURE_DIR).size() == 8);
-  CHECK(reg.plugins().size() == 6);
+  CHECK(reg.plugins().size() == 7);
 
   // The testing plugin now collides with the fixture that took testing.noop.
   auto late = reg.load_file(kTesting);
