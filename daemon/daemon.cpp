@@ -723,7 +723,12 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   }
   std::string params_json;
   std::shared_ptr<std::vector<std::string>> secrets_used;
-  if (!templated) {
+  if (!templated && type->has_defaults) {
+    // The step gets the declared default of what its `with:` leaves out.
+    json params = inv.with;
+    fill_param_defaults(*type, params);
+    JsonText(params_json).value(params);
+  } else if (!templated) {
     JsonText(params_json).value(inv.with);
   } else {
     TemplateScope scope;
@@ -778,6 +783,8 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
         return;
       }
     }
+    // A parameter whose template rendered null counts as not given: its default applies.
+    fill_param_defaults(*type, rendered->value);
     try {
       params_json = rendered->value.dump();
     } catch (const json::type_error&) {

@@ -518,6 +518,7 @@ Result<void> PluginRegistry::add_plugin(const std::string& path, const Library& 
       if (p->struct_size >= SAGA_FIELD_END(saga_param, description)) {
         spec.description = text(p->description);
       }
+      info->has_defaults = info->has_defaults || !spec.default_value.is_null();
       info->params.push_back(std::move(spec));
     }
 
@@ -606,6 +607,15 @@ std::vector<const StepTypeInfo*> PluginRegistry::step_types() const {
   out.reserve(types_.size());
   for (const auto& t : types_) out.push_back(t.get());
   return out;
+}
+
+void fill_param_defaults(const StepTypeInfo& type, nlohmann::json& params) {
+  if (!type.has_defaults || !(params.is_object() || params.is_null())) return;
+  for (const auto& p : type.params) {
+    if (p.default_value.is_null()) continue;
+    auto& value = params[p.name];  // makes a null `params` an object
+    if (value.is_null()) value = p.default_value;
+  }
 }
 
 AttemptReply PluginRegistry::invoke(const StepTypeInfo& type, const AttemptRequest& r,

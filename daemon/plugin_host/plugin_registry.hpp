@@ -45,8 +45,14 @@ struct StepTypeInfo {
   bool accepts_any_params = false;
   bool can_compensate = false;
   bool runs_inline = false;               // SAGA_STEP_INLINE: may run on the loop thread
+  bool has_defaults = false;              // some parameter declares a default
   const saga_step_type* entry = nullptr;  // points into the loaded library
 };
+
+// Gives each parameter of `type` that `params` (a step's rendered `with:`, an object or null)
+// lacks or holds as null its declared default, so that a step runs with the defaults `sagactl
+// plugins` shows. Parameters without a default, and params of any other kind, are left alone.
+void fill_param_defaults(const StepTypeInfo& type, nlohmann::json& params);
 
 struct PluginInfo {
   std::string file;
