@@ -123,6 +123,24 @@ constexpr Millis kDrainStopWindow{2000};
 // The largest step output (its JSON text) that is journaled; a larger one fails the step.
 constexpr size_t kMaxOutputBytes = size_t{32} << 20;
 
+// The longest step error journaled and logged, in bytes: errors are read by people, and every
+// attempt's error stays in the instance's history.
+constexpr size_t kMaxErrorBytes = size_t{64} << 10;
+
+// A step type's error as it is logged and journaled: never empty, and no longer than
+// kMaxErrorBytes, cut between UTF-8 characters, plus a note that says how much was cut.
+std::string step_error(std::string error) {
+  if (error.empty()) return std::string(kNoErrorMessage);
+  if (error.size() <= kMaxErrorBytes) return error;
+  size_t keep = kMaxErrorBytes;
+  // Back to the start of the character that the cut would split (at most 3 continuation bytes).
+  for (int i = 0; i < 3 && (static_cast<unsigned char>(error[keep]) & 0xC0) == 0x80; ++i) --keep;
+  const size_t cut = error.size() - keep;
+  error.resize(keep);
+  error += fmt::format(" [error cut here: {} more bytes]", cut);
+  return error;
+}
+
 // Between two retention passes while there is more to look at.
 constexpr uint64_t kRetentionPassGapMs = 20;
 
@@ -747,7 +765,12 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   }
   std::string params_json;
   std::shared_ptr<std::vector<std::string>> secrets_used;
-  if (!templated) {
+  if (!templated && type->has_defaults) {
+    // The step gets the declared default of what its `with:` leaves out.
+    json params = inv.with;
+    fill_param_defaults(*type, params);
+    JsonText(params_json).value(params);
+  } else if (!templated) {
     JsonText(params_json).value(inv.with);
   } else {
     TemplateScope scope;
@@ -802,6 +825,8 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
         return;
       }
     }
+    // A parameter whose template rendered null counts as not given: its default applies.
+    fill_param_defaults(*type, rendered->value);
     try {
       params_json = rendered->value.dump();
     } catch (const json::type_error&) {
@@ -893,10 +918,10 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
         }
         case SAGA_OUTCOME_FAIL:
           r.outcome = Outcome::fail;
-          r.error = reply.data;
+          r.error = step_error(reply.data);
           break;
         default:
-          r.error = reply.data;
+          r.error = step_error(reply.data);
           break;
       }
       on_attempt_done(id, r);

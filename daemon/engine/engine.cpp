@@ -436,7 +436,7 @@ Transition on_attempt_result(const Definition& def, Instance& inst, const Attemp
   } else {
     e.type = run ? EventType::step_failed : EventType::compensation_failed;
     // The journal and `inspect` treat an empty error as none: a failure always says something.
-    e.error = r.error.empty() ? "the step type failed without a message" : r.error;
+    e.error = r.error.empty() ? std::string(kNoErrorMessage) : r.error;
     // A run-phase retry makes sense only while the instance still runs forward.
     bool may_retry = r.outcome == Outcome::retry && counter.counted() < step.retry.max_attempts &&
                      (!run || inst.state == InstanceState::running);

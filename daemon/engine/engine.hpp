@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/definition.hpp"
@@ -38,6 +39,9 @@ struct Transition {
 };
 
 enum class Outcome { ok, retry, fail };
+
+// What a failed attempt's error says when its step type gave no text.
+inline constexpr std::string_view kNoErrorMessage = "the step type failed without a message";
 
 struct AttemptResult {
   uint32_t step = 0;

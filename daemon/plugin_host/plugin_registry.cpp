@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <link.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -151,6 +152,86 @@ std::string errno_text(const char* what) {
   return std::string(what) + ": " + std::strerror(errno);
 }
 
+// Whether `address` lies in an executable segment of the library.
+bool in_code_of(const link_map& library, const void* address) {
+  struct Search {
+    const link_map& library;
+    uintptr_t address;
+    bool found = false;
+  } search{library, reinterpret_cast<uintptr_t>(address)};
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        auto* s = static_cast<Search*>(data);
+        if (info->dlpi_addr != s->library.l_addr ||
+            std::strcmp(info->dlpi_name, s->library.l_name) != 0) {
+          return 0;
+        }
+        for (ElfW(Half) i = 0; i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_LOAD || (ph.p_flags & PF_X) == 0) continue;
+          const uintptr_t start = info->dlpi_addr + ph.p_vaddr;
+          if (s->address >= start && s->address - start < ph.p_memsz) s->found = true;
+        }
+        return 1;
+      },
+      &search);
+  return search.found;
+}
+
+// The ABI's entry symbol is an object holding a pointer to the entry function (what SAGA_PLUGIN
+// and BOOST_DLL_ALIAS define). Anything else read as that pointer would send the call wherever its
+// bytes point: why this library's symbol is not one, or nullopt when it is.
+std::optional<std::string> entry_symbol_problem(void* handle) {
+  static constexpr std::string_view kWants =
+      ", where the saga ABI declares a pointer to its entry function";
+  void* address = ::dlsym(handle, SAGA_PLUGIN_ENTRY_SYMBOL);
+  if (!address) return "it exports no " SAGA_PLUGIN_ENTRY_SYMBOL;
+  Dl_info info{};
+  void* entry = nullptr;  // the symbol's ElfW(Sym)
+  if (::dladdr1(address, &info, &entry, RTLD_DL_SYMENT) == 0 || !entry) {
+    return "its " SAGA_PLUGIN_ENTRY_SYMBOL " is not in the plugin's own memory" +
+           std::string(kWants);
+  }
+  const auto* symbol = static_cast<const ElfW(Sym)*>(entry);
+  const unsigned kind = ELF64_ST_TYPE(symbol->st_info);
+  if (kind == STT_FUNC || kind == STT_GNU_IFUNC) {
+    return "it exports " SAGA_PLUGIN_ENTRY_SYMBOL " as a function" + std::string(kWants);
+  }
+  if (kind != STT_OBJECT || symbol->st_size < sizeof(void*)) {
+    return "it exports " SAGA_PLUGIN_ENTRY_SYMBOL " as " +
+           (kind == STT_OBJECT ? "an object of " + std::to_string(symbol->st_size) + " bytes"
+                               : "an ELF symbol of type " + std::to_string(kind)) +
+           std::string(kWants);
+  }
+  const void* target = *static_cast<const void* const*>(address);
+  if (!target) return "it exports no " SAGA_PLUGIN_ENTRY_SYMBOL;
+  link_map* library = nullptr;
+  if (::dlinfo(handle, RTLD_DI_LINKMAP, &library) != 0 || !library ||
+      !in_code_of(*library, target)) {
+    return "its " SAGA_PLUGIN_ENTRY_SYMBOL " points outside the plugin's code" +
+           std::string(kWants);
+  }
+  return std::nullopt;
+}
+
+// What a workflow can name in `uses:` and the documentation promises: lower-case ASCII letters,
+// digits, '_' and '-' in dot-separated parts that each start with a letter.
+bool is_step_type_name(std::string_view name) {
+  bool part_start = true;
+  for (char c : name) {
+    const bool letter = c >= 'a' && c <= 'z';
+    if (part_start) {
+      if (!letter) return false;
+      part_start = false;
+    } else if (c == '.') {
+      part_start = true;
+    } else if (!letter && !(c >= '0' && c <= '9') && c != '_' && c != '-') {
+      return false;
+    }
+  }
+  return !part_start;
+}
+
 }  // namespace
 
 PluginRegistry::FileStamp PluginRegistry::stamp_of(const struct stat& st) {
@@ -163,9 +244,11 @@ PluginRegistry::FileStamp PluginRegistry::stamp_of(const struct stat& st) {
 // The loader maps the file it opens, so writing into that file (cp over an installed plugin
 // writes into the same inode) would change code under running steps: it loads a sealed memfd
 // holding the file's bytes instead.
-Result<const PluginRegistry::Library*> PluginRegistry::load_library(const std::string& path) {
+std::expected<const PluginRegistry::Library*, PluginRegistry::LoadFailure>
+PluginRegistry::load_library(const std::string& path) {
   auto cannot = [&](const std::string& why) {
-    return refuse(ErrorCode::invalid_argument, path, "cannot be loaded: " + why);
+    return std::unexpected(LoadFailure{
+        {ErrorCode::invalid_argument, "plugin " + path + ": cannot be loaded: " + why}, {}});
   };
   UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (file.get() < 0) return cannot(std::strerror(errno));
@@ -210,11 +293,38 @@ Result<const PluginRegistry::Library*> PluginRegistry::load_library(const std::s
     }
     lib->copy_path = "/proc/self/fd/" + std::to_string(copy.get());
   }
+  std::string threw;
   try {
     lib->library.load(lib->copy_path,
                       boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+  } catch (const boost::dll::fs::system_error& e) {
+    // dlopen failed and undid what it had done.
+    return std::unexpected(
+        LoadFailure{{ErrorCode::invalid_argument,
+                     "plugin " + path + ": " + load_failure(path, lib->copy_path, e)},
+                    {}});
   } catch (const std::exception& e) {
-    return refuse(ErrorCode::invalid_argument, path, load_failure(path, lib->copy_path, e));
+    threw = std::string("(") + e.what() + ")";
+  } catch (...) {
+    threw = "of unknown type";
+  }
+  if (!threw.empty()) {
+    // Thrown by the library's own initialization, through the dynamic loader, which keeps the
+    // library mapped but unfinished under the copy's path: that path, the copy's descriptor,
+    // must never name another file, so the descriptor stays open for good. The loader's lock
+    // stays held by this thread too, which nothing here can release.
+    LoadFailure failure{
+        {ErrorCode::invalid_argument,
+         "plugin " + path + ": its initialization threw an exception " + threw +
+             "; an exception thrown through the dynamic loader leaves it locked for sagad's "
+             "other threads: fix or remove the file and restart sagad"},
+        {}};
+    // The reference the check takes is kept: such a library is never unloaded.
+    if (::dlopen(lib->copy_path.c_str(), RTLD_LAZY | RTLD_NOLOAD)) {
+      copy.release();
+      failure.loaded_as = lib->copied_from;
+    }
+    return std::unexpected(std::move(failure));
   }
   lib->copy_fd = copy.release();
   libraries_.push_back(std::move(lib));
@@ -272,8 +382,8 @@ Result<void> PluginRegistry::load_file(const std::string& path) {
 Result<void> PluginRegistry::load_and_record(const std::string& path, const std::string& dir) {
   auto library = load_library(path);
   if (!library) {
-    refused_[path] = {dir, library.error(), std::nullopt};
-    return std::unexpected(library.error());
+    refused_[path] = {dir, library.error().error, library.error().loaded_as};
+    return std::unexpected(library.error().error);
   }
   auto added = add_plugin(path, **library);
   if (added) {
@@ -290,11 +400,10 @@ Result<void> PluginRegistry::add_plugin(const std::string& path, const Library& 
   const boost::dll::shared_library& library = lib.library;
   const saga_plugin* plugin = nullptr;
   try {
-    if (!library.has(SAGA_PLUGIN_ENTRY_SYMBOL) ||
-        !library.get<const void*>(SAGA_PLUGIN_ENTRY_SYMBOL)) {
-      return refuse(ErrorCode::invalid_argument, path,
-                    "not a saga plugin (it exports no " SAGA_PLUGIN_ENTRY_SYMBOL
-                    "); build it with SAGA_PLUGIN from the saga SDK");
+    if (auto why = entry_symbol_problem(library.native())) {
+      return refuse(
+          ErrorCode::invalid_argument, path,
+          "not a saga plugin (" + *why + "); build it with SAGA_PLUGIN from the saga SDK");
     }
     auto entry = boost::dll::import_alias<const saga_plugin*()>(library, SAGA_PLUGIN_ENTRY_SYMBOL);
     plugin = entry();
@@ -335,6 +444,14 @@ Result<void> PluginRegistry::add_plugin(const std::string& path, const Library& 
       return refuse(ErrorCode::invalid_argument, path,
                     "step type " + std::to_string(i) + " has no name");
     }
+    if (!is_step_type_name(info->name)) {
+      return refuse(ErrorCode::invalid_argument, path,
+                    nlohmann::json(info->name)
+                            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+                        " is not a step type name: one is lower-case letters, digits, '_' and "
+                        "'-' in dot-separated parts that each start with a letter, such as "
+                        "testing.noop");
+    }
     if (!t->run) {
       return refuse(ErrorCode::invalid_argument, path,
                     "step type " + info->name + " has no run entry point");
@@ -369,7 +486,14 @@ Result<void> PluginRegistry::add_plugin(const std::string& path, const Library& 
         }
       }
       // A newer minor may add parameter types; validating such a parameter as `any` is loose
-      // but safe, since the plugin still checks what it receives.
+      // but safe, since the plugin still checks what it receives. A plugin of this minor or an
+      // older one has no such type: the number is a mistake.
+      if (p->type > SAGA_PARAM_OBJECT && plugin->abi_minor <= SAGA_ABI_MINOR) {
+        return refuse(ErrorCode::invalid_argument, path,
+                      where + " has type " + std::to_string(p->type) + ", which plugin ABI " +
+                          std::to_string(SAGA_ABI_MAJOR) + "." + std::to_string(plugin->abi_minor) +
+                          " does not have; declare one of saga_param_type");
+      }
       spec.type =
           p->type <= SAGA_PARAM_OBJECT ? static_cast<saga_param_type>(p->type) : SAGA_PARAM_ANY;
       spec.required = p->required != 0;
@@ -394,6 +518,7 @@ Result<void> PluginRegistry::add_plugin(const std::string& path, const Library& 
       if (p->struct_size >= SAGA_FIELD_END(saga_param, description)) {
         spec.description = text(p->description);
       }
+      info->has_defaults = info->has_defaults || !spec.default_value.is_null();
       info->params.push_back(std::move(spec));
     }
 
@@ -482,6 +607,15 @@ std::vector<const StepTypeInfo*> PluginRegistry::step_types() const {
   out.reserve(types_.size());
   for (const auto& t : types_) out.push_back(t.get());
   return out;
+}
+
+void fill_param_defaults(const StepTypeInfo& type, nlohmann::json& params) {
+  if (!type.has_defaults || !(params.is_object() || params.is_null())) return;
+  for (const auto& p : type.params) {
+    if (p.default_value.is_null()) continue;
+    auto& value = params[p.name];  // makes a null `params` an object
+    if (value.is_null()) value = p.default_value;
+  }
 }
 
 AttemptReply PluginRegistry::invoke(const StepTypeInfo& type, const AttemptRequest& r,

@@ -45,8 +45,14 @@ struct StepTypeInfo {
   bool accepts_any_params = false;
   bool can_compensate = false;
   bool runs_inline = false;               // SAGA_STEP_INLINE: may run on the loop thread
+  bool has_defaults = false;              // some parameter declares a default
   const saga_step_type* entry = nullptr;  // points into the loaded library
 };
+
+// Gives each parameter of `type` that `params` (a step's rendered `with:`, an object or null)
+// lacks or holds as null its declared default, so that a step runs with the defaults `sagactl
+// plugins` shows. Parameters without a default, and params of any other kind, are left alone.
+void fill_param_defaults(const StepTypeInfo& type, nlohmann::json& params);
 
 struct PluginInfo {
   std::string file;
@@ -133,10 +139,15 @@ class PluginRegistry {
     Error error;
     std::optional<FileStamp> loaded_as;  // set when its code was loaded
   };
+  // Why a file's code could not be loaded, and whether some of it stayed loaded all the same.
+  struct LoadFailure {
+    Error error;
+    std::optional<FileStamp> loaded_as;  // set when its code stayed loaded
+  };
   static FileStamp stamp_of(const struct stat& st);
   Result<void> load_and_record(const std::string& path, const std::string& dir);
   // Copies the file privately and loads the copy; the library is held from then on.
-  Result<const Library*> load_library(const std::string& path);
+  std::expected<const Library*, LoadFailure> load_library(const std::string& path);
   // Reads the plugin descriptor of a loaded library and registers its step types.
   Result<void> add_plugin(const std::string& path, const Library& library);
 

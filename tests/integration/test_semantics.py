@@ -109,6 +109,32 @@ steps:
         "the step type failed without a message"
     human = daemon.ctl("inspect", out["id"])
     assert "the step type failed without a message" in human.stdout
+    # The log says the same, not a blank.
+    assert f"{out['id']} mute attempt 1: the step type failed without a message\n" in daemon.log()
+
+
+def test_a_step_error_is_cut_at_64_kib_between_characters_saying_how_much(daemon):
+    # 80,001 bytes whose 65,537th is the middle of a character.
+    message = "x" + "\u00e9" * 40000
+    daemon.add_workflow("loud.yaml", f"""
+name: loud
+on_failure: halt
+steps:
+  - name: loud
+    uses: testing.fail
+    with: {{permanent: true, message: "{message}"}}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "loud", "--wait")
+    assert code == 1 and out["instance"]["state"] == "failed"
+    kept = "x" + "\u00e9" * 32767
+    cut = len(message.encode()) - len(kept.encode())
+    error = out["instance"]["steps"][0]["error"]
+    assert error == kept + f" [error cut here: {cut} more bytes]"
+    doc = daemon.inspect(out["id"], history=True)
+    assert events(doc, "step_failed", "loud")[0]["error"] == error
+    line = next(l for l in daemon.log().splitlines() if " loud attempt 1: " in l)
+    assert line.endswith(" loud attempt 1: " + error)
 
 
 def test_each_step_keeps_the_output_its_step_type_returned(daemon):

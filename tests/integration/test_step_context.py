@@ -49,3 +49,38 @@ steps:
     assert set(last["steps"]) == {"first", "plain", "rendered"}
     assert last["steps"]["rendered"] == {"output": {"n": 7, "by": "plain", "id": out["id"]}}
     assert last["steps"]["plain"]["output"]["steps"] == plain["steps"]
+
+
+def test_declared_defaults_fill_in_what_with_leaves_out_or_renders_null(daemon, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    shutil.copy(CONTEXT_PLUGIN, plugins)
+    daemon.extra_args = ["--plugins", str(plugins)]
+    daemon.add_workflow("defaults.yaml", """
+name: defaults
+steps:
+  - name: bare
+    uses: context.params
+  - name: some
+    uses: context.params
+    with: {count: 7, note: "n"}
+  - name: rendered
+    uses: context.params
+    with: {greeting: "${{ input.greeting }}", count: "${{ input.none }}",
+           note: "${{ input.none }}"}
+""")
+    daemon.start()
+    code, out = daemon.ctl_json("start", "defaults", "--input", '{"greeting": "hi", "none": null}',
+                                "--wait")
+    assert code == 0, out["instance"]["steps"]
+    steps = {s["name"]: s["output"] for s in out["instance"]["steps"]}
+    # What `sagactl plugins` shows as the default is what the step gets.
+    assert steps["bare"] == {"greeting": "hello", "count": 3, "tags": ["a", "b"]}
+    assert steps["some"] == {"greeting": "hello", "count": 7, "tags": ["a", "b"], "note": "n"}
+    # A template that renders null counts as not given: the default applies; a parameter
+    # without a default is passed on as null.
+    assert steps["rendered"] == {"greeting": "hi", "count": 3, "tags": ["a", "b"], "note": None}
+    code, plugins_out = daemon.ctl_json("plugins")
+    params = {p["name"]: p for plugin in plugins_out["plugins"] for t in plugin["step_types"]
+              if t["name"] == "context.params" for p in t["params"]}
+    assert params["count"]["default"] == 3

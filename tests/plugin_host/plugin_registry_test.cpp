@@ -1,5 +1,6 @@
 #include "plugin_host/plugin_registry.hpp"
 
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,8 +10,10 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 using namespace saga;
 using json = nlohmann::json;
@@ -296,6 +299,86 @@ TEST_CASE("plugin steps can be invoked from many threads at once") {
   CHECK(mismatches.empty());
 }
 
+namespace {
+
+// Loads the env_described fixture as the environment describes it, into a fresh registry.
+Result<void> load_described(PluginRegistry& reg, const std::string& step_name,
+                            const std::string& param_type = "1",
+                            const std::string& abi_minor = std::to_string(SAGA_ABI_MINOR)) {
+  ::setenv("SAGA_FIXTURE_STEP_NAME", step_name.c_str(), 1);
+  ::setenv("SAGA_FIXTURE_PARAM_TYPE", param_type.c_str(), 1);
+  ::setenv("SAGA_FIXTURE_ABI_MINOR", abi_minor.c_str(), 1);
+  auto r = reg.load_file(fixture("env_described_plugin"));
+  for (const char* name :
+       {"SAGA_FIXTURE_STEP_NAME", "SAGA_FIXTURE_PARAM_TYPE", "SAGA_FIXTURE_ABI_MINOR"}) {
+    ::unsetenv(name);
+  }
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("a step type name is dot-separated lower-case words and anything else is refused") {
+  const std::string path = fixture("env_described_plugin");
+  const std::string rule =
+      " is not a step type name: one is lower-case letters, digits, '_' and '-' in "
+      "dot-separated parts that each start with a letter, such as testing.noop";
+  for (const std::string name :
+       {"exec", "testing.noop", "s3.put-object", "my_plugin.do_it", "a.b2.c-d"}) {
+    PluginRegistry reg;
+    INFO(name);
+    REQUIRE(load_described(reg, name).has_value());
+    CHECK(reg.find(name) != nullptr);
+  }
+  // Each with how the message shows it: quoted as JSON, bytes that are not UTF-8 replaced.
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"has space", "\"has space\""},
+      {"Names.Upper", "\"Names.Upper\""},
+      {"testing.Noop", "\"testing.Noop\""},
+      {".lead", "\".lead\""},
+      {"trail.", "\"trail.\""},
+      {"a..b", "\"a..b\""},
+      {"9lives", "\"9lives\""},
+      {"a.9", "\"a.9\""},
+      {"-x", "\"-x\""},
+      {"tab\tbed", "\"tab\\tbed\""},
+      {"caf\xc3\xa9", "\"caf\xc3\xa9\""},
+      {"bad\xff.name", "\"bad\xef\xbf\xbd.name\""},
+  };
+  for (const auto& [name, shown] : refused) {
+    PluginRegistry reg;
+    INFO(name);
+    auto r = load_described(reg, name);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message == "plugin " + path + ": " + shown + rule);
+    CHECK(reg.plugins().empty());
+  }
+}
+
+TEST_CASE("a parameter type outside the ABI's enum is refused unless the plugin is newer") {
+  const std::string path = fixture("env_described_plugin");
+  {
+    PluginRegistry reg;
+    auto r = load_described(reg, "env_described.step", "99");
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message ==
+          "plugin " + path +
+              ": step type env_described.step: parameter p has type 99, which plugin ABI 1." +
+              std::to_string(SAGA_ABI_MINOR) + " does not have; declare one of saga_param_type");
+    CHECK(reg.plugins().empty());
+  }
+  {
+    // A later minor may have added it: the parameter is then validated as `any`.
+    PluginRegistry reg;
+    REQUIRE(load_described(reg, "env_described.step", "99", std::to_string(SAGA_ABI_MINOR + 1))
+                .has_value());
+    CHECK(param(type(reg, "env_described.step"), "p").type == SAGA_PARAM_ANY);
+  }
+  PluginRegistry reg;
+  REQUIRE(load_described(reg, "env_described.step", "6").has_value());
+  CHECK(param(type(reg, "env_described.step"), "p").type == SAGA_PARAM_OBJECT);
+}
+
 TEST_CASE("a plugin for another ABI major is refused, naming both versions and the file") {
   PluginRegistry reg;
   const std::string path = fixture("abi2_plugin");
@@ -346,6 +429,36 @@ TEST_CASE("a file that is not a saga plugin is refused in one line naming it") {
 
   CHECK(reg.plugins().empty());
   CHECK(reg.step_types().empty());
+}
+
+TEST_CASE(
+    "an entry symbol that is not a pointer to the entry function is refused and never called") {
+  // Exported as the function itself: its first bytes read as a pointer lead nowhere.
+  PluginRegistry reg;
+  const std::string function = fixture("entry_function_plugin");
+  auto r = reg.load_file(function);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().message ==
+        "plugin " + function +
+            ": not a saga plugin (it exports saga_plugin_entry as a function, where the saga ABI "
+            "declares a pointer to its entry function); build it with SAGA_PLUGIN from the saga "
+            "SDK");
+
+  // The right kind of symbol, pointing at data: calling it would execute the descriptor.
+  const std::string data = fixture("entry_data_plugin");
+  auto d = reg.load_file(data);
+  REQUIRE_FALSE(d.has_value());
+  CHECK(d.error().message ==
+        "plugin " + data +
+            ": not a saga plugin (its saga_plugin_entry points outside the plugin's code, where "
+            "the saga ABI declares a pointer to its entry function); build it with SAGA_PLUGIN "
+            "from the saga SDK");
+  CHECK(reg.plugins().empty());
+  CHECK(reg.step_types().empty());
+
+  // Neither leaves anything behind that stops a good plugin from loading.
+  REQUIRE(reg.load_file(kTesting).has_value());
+  CHECK(reg.find("testing.noop") != nullptr);
 }
 
 TEST_CASE("a duplicate step type is refused naming both plugin files and the first keeps working") {
@@ -463,33 +576,65 @@ TEST_CASE("load_directory reports each bad plugin file and still loads the good 
   std::vector<std::string> messages;
   for (const auto& e : errors) messages.push_back(e.message);
   INFO(Catch::Detail::stringify(messages));
-  REQUIRE(errors.size() == 6);
+  REQUIRE(errors.size() == 8);
   // Files are taken in name order.
   CHECK(messages[0].starts_with("plugin " + fixture("abi2_plugin") + ": "));
   CHECK(messages[1] == "plugin " + fixture("bad_default_plugin") +
                            ": step type bad_default.step: parameter count has the default "
                            "\"notint\", but must be an integer");
-  CHECK(messages[2].starts_with("plugin " + fixture("not_a_plugin") + ": "));
-  CHECK(messages[3] == "plugin " + fixture("required_default_plugin") +
+  CHECK(messages[2].starts_with("plugin " + fixture("entry_data_plugin") + ": not a saga plugin"));
+  CHECK(messages[3].starts_with("plugin " + fixture("entry_function_plugin") +
+                                ": not a saga plugin"));
+  CHECK(messages[4].starts_with("plugin " + fixture("not_a_plugin") + ": "));
+  CHECK(messages[5] == "plugin " + fixture("required_default_plugin") +
                            ": step type required_default.step: parameter name is required and "
                            "has a default, which it would never use; drop one of them");
-  CHECK(messages[4].starts_with("plugin " + fixture("truncated_plugin") + ": "));
-  CHECK(messages[5].starts_with("plugin " + fixture("unresolved_plugin") + ": "));
+  CHECK(messages[6].starts_with("plugin " + fixture("truncated_plugin") + ": "));
+  CHECK(messages[7].starts_with("plugin " + fixture("unresolved_plugin") + ": "));
   for (const char* name : {"context.report", "duplicate.own", "testing.noop", "misbehaving.silent",
-                           "newer.first", "short.first", "throwing.step"}) {
+                           "newer.first", "short.first", "throwing.step", "env_described.step"}) {
     CHECK(reg.find(name) != nullptr);
   }
-  CHECK(reg.plugins().size() == 6);
+  CHECK(reg.plugins().size() == 7);
 
   // A second pass, as a reload does, retries only the refused files.
-  CHECK(reg.load_directory(SAGA_FIXTURE_DIR).size() == 6);
-  CHECK(reg.plugins().size() == 6);
+  CHECK(reg.load_directory(SAGA_FIXTURE_DIR).size() == 8);
+  CHECK(reg.plugins().size() == 7);
 
   // The testing plugin now collides with the fixture that took testing.noop.
   auto late = reg.load_file(kTesting);
   REQUIRE_FALSE(late.has_value());
   CHECK(contains(late.error().message, fixture("duplicate_plugin")));
   CHECK(reg.find("testing.echo") == nullptr);
+}
+
+TEST_CASE("a plugin whose initialization throws is refused and the next file still loads") {
+  // The failed library stays mapped under the path its copy was loaded from: a later file must
+  // never be given that path, or the loader hands back the failed library for it.
+  ::unsetenv("SAGA_FIXTURE_INIT_RUNS");
+  TempDir dir;
+  const auto throws = dir.path() / "a-init-throws.so";
+  std::filesystem::copy_file(SAGA_INIT_THROWS_FIXTURE, throws);
+  std::filesystem::copy_file(kTesting, dir.path() / "b-testing.so");
+  PluginRegistry reg;
+  auto errors = reg.load_directory(dir.path().string());
+  REQUIRE(errors.size() == 1);
+  INFO(errors[0].message);
+  CHECK(errors[0].message == "plugin " + throws.string() +
+                                 ": its initialization threw an exception (no configuration "
+                                 "found); an exception thrown through the dynamic loader leaves "
+                                 "it locked for sagad's other threads: fix or remove the file and "
+                                 "restart sagad");
+  REQUIRE(reg.plugins().size() == 1);
+  CHECK(reg.plugins()[0].file == (dir.path() / "b-testing.so").string());
+  CHECK(run(type(reg, "testing.noop")).outcome == SAGA_OUTCOME_OK);
+  CHECK(reg.find("init_throws.step") == nullptr);
+
+  // Its code stayed loaded: a reload reports it again without running it again.
+  CHECK(reg.load_directory(dir.path().string()).size() == 1);
+  CHECK(std::string(::getenv("SAGA_FIXTURE_INIT_RUNS")) == "1");
+  REQUIRE(reg.errors().size() == 1);
+  CHECK(reg.errors()[0].error == errors[0].message);
 }
 
 TEST_CASE("load_directory on a missing plugin directory is one error naming it") {
