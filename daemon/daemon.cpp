@@ -35,6 +35,7 @@
 #include "journal/journal_writer.hpp"
 #include "plugin_host/plugin_registry.hpp"
 #include "plugin_host/step_schema.hpp"
+#include "plugin_trial.hpp"
 #include "scheduler/scheduler.hpp"
 #include "systemd_notifier.hpp"
 #include "workflow/loader.hpp"
@@ -117,6 +118,8 @@ struct Watch {
 constexpr size_t kWatchBacklogBytes = 1 << 20;
 // How long a dropped watcher has to read the notice that says why before it is cut off.
 constexpr uint64_t kWatchDropGraceMs = 10'000;
+// How long a new plugin file's initialization may take in the child that loads it first.
+constexpr Millis kPluginTrialTimeout{10'000};
 // After a drain's grace period, how long attempts that were told to stop may take to.
 constexpr Millis kDrainStopWindow{2000};
 
@@ -412,6 +415,10 @@ Result<void> Daemon::open() {
 // Loads the plugin files not loaded yet; a reload adds new files and keeps loaded ones as they
 // are (a library is never unloaded while attempts may hold its step types).
 void Daemon::load_plugins() {
+  // /proc/self/exe is this very binary, even after a package upgrade replaced its file.
+  plugins_.set_trial([](const std::vector<std::string>& paths) {
+    return try_plugins_in_child("/proc/self/exe", paths, kPluginTrialTimeout);
+  });
   size_t known = plugins_.plugins().size();
   for (const auto& dir : config_.plugin_dirs) {
     for (const auto& error : plugins_.load_directory(dir)) spdlog::error("{}", error.message);

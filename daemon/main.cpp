@@ -21,6 +21,7 @@
 
 #include "daemon.hpp"
 #include "engine/escape.hpp"
+#include "plugin_host/plugin_registry.hpp"
 
 #ifndef SAGA_PLUGIN_SUBDIR
 #define SAGA_PLUGIN_SUBDIR "lib/saga/plugins"
@@ -269,6 +270,10 @@ void reserve_standard_fds() {
 }
 
 int main(int argc, char** argv) {
+  // sagad's own child, loading new plugin files before sagad does (plugin_trial.hpp).
+  if (argc >= 2 && std::string_view(argv[1]) == "--try-plugins") {
+    saga::PluginRegistry::trial_main(std::vector<std::string>(argv + 2, argv + argc), 3);
+  }
   reserve_standard_fds();
   Settings settings;
   settings.config.plugin_dirs = {default_plugin_dir()};

@@ -248,7 +248,7 @@ std::expected<const PluginRegistry::Library*, PluginRegistry::LoadFailure>
 PluginRegistry::load_library(const std::string& path) {
   auto cannot = [&](const std::string& why) {
     return std::unexpected(LoadFailure{
-        {ErrorCode::invalid_argument, "plugin " + path + ": cannot be loaded: " + why}, {}});
+        {ErrorCode::invalid_argument, "plugin " + path + ": cannot be loaded: " + why}, {}, {}});
   };
   UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (file.get() < 0) return cannot(std::strerror(errno));
@@ -302,6 +302,7 @@ PluginRegistry::load_library(const std::string& path) {
     return std::unexpected(
         LoadFailure{{ErrorCode::invalid_argument,
                      "plugin " + path + ": " + load_failure(path, lib->copy_path, e)},
+                    {},
                     {}});
   } catch (const std::exception& e) {
     threw = std::string("(") + e.what() + ")";
@@ -318,7 +319,9 @@ PluginRegistry::load_library(const std::string& path) {
          "plugin " + path + ": its initialization threw an exception " + threw +
              "; an exception thrown through the dynamic loader leaves it locked for sagad's "
              "other threads: fix or remove the file and restart sagad"},
+        {},
         {}};
+    failure.threw = threw;
     // The reference the check takes is kept: such a library is never unloaded.
     if (::dlopen(lib->copy_path.c_str(), RTLD_LAZY | RTLD_NOLOAD)) {
       copy.release();
@@ -376,7 +379,24 @@ const saga_host_api kHostApi = {sizeof(saga_host_api), &host_set_result, &host_c
 }  // namespace
 
 Result<void> PluginRegistry::load_file(const std::string& path) {
+  if (trial_) {
+    auto refused = trial_({path});
+    if (auto it = refused.find(path); it != refused.end()) {
+      return refuse_untried(path, "", it->second);
+    }
+  }
   return load_and_record(path, "");
+}
+
+Result<void> PluginRegistry::refuse_untried(const std::string& path, const std::string& dir,
+                                            const std::string& why) {
+  // Nothing of it is loaded here; it is tried again once it changes.
+  Error error{ErrorCode::invalid_argument, "plugin " + path + ": " + why};
+  struct stat st {};
+  std::optional<FileStamp> stamp;
+  if (::stat(path.c_str(), &st) == 0) stamp = stamp_of(st);
+  refused_[path] = {dir, error, stamp};
+  return std::unexpected(std::move(error));
 }
 
 Result<void> PluginRegistry::load_and_record(const std::string& path, const std::string& dir) {
@@ -564,6 +584,7 @@ std::vector<Error> PluginRegistry::load_directory(const std::string& dir) {
     return errors;
   }
   std::sort(files.begin(), files.end());
+  std::vector<std::string> to_load;
   for (const auto& f : files) {
     // A reload picks up new files; plugins already loaded stay as they are.
     bool loaded = std::any_of(plugins_.begin(), plugins_.end(),
@@ -580,7 +601,14 @@ std::vector<Error> PluginRegistry::load_directory(const std::string& dir) {
         continue;
       }
     }
-    if (auto r = load_and_record(f, dir); !r) errors.push_back(std::move(r.error()));
+    to_load.push_back(f);
+  }
+  const std::map<std::string, std::string> refused =
+      trial_ && !to_load.empty() ? trial_(to_load) : std::map<std::string, std::string>();
+  for (const auto& f : to_load) {
+    auto it = refused.find(f);
+    auto r = it == refused.end() ? load_and_record(f, dir) : refuse_untried(f, dir, it->second);
+    if (!r) errors.push_back(std::move(r.error()));
   }
   std::erase_if(refused_, [&](const auto& entry) {
     return entry.second.dir == dir && !std::binary_search(files.begin(), files.end(), entry.first);
@@ -607,6 +635,26 @@ std::vector<const StepTypeInfo*> PluginRegistry::step_types() const {
   out.reserve(types_.size());
   for (const auto& t : types_) out.push_back(t.get());
   return out;
+}
+
+void PluginRegistry::trial_main(const std::vector<std::string>& paths, int report_fd) {
+  auto report = [&](const std::string& line) {
+    const std::string text = line + "\n";
+    (void)!::write(report_fd, text.data(), text.size());
+  };
+  PluginRegistry registry;
+  for (const std::string& path : paths) {
+    auto library = registry.load_library(path);
+    if (!library && !library.error().threw.empty()) {
+      // This process's loader is locked now: say what was thrown and leave at once.
+      report("threw " + library.error().threw);
+      ::_exit(kTrialThrew);
+    }
+    // Its entry point and descriptor too: a crash there ends this process, not sagad.
+    if (library) (void)registry.add_plugin(path, **library);
+    report("ok");
+  }
+  ::_exit(0);
 }
 
 void fill_param_defaults(const StepTypeInfo& type, nlohmann::json& params) {

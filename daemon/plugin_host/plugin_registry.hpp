@@ -108,6 +108,21 @@ class PluginRegistry {
   // loaded again (its copy stays mapped) until it changes; its error is returned again.
   std::vector<Error> load_directory(const std::string& dir);
 
+  // A check of the files about to be loaded for the first time (or again, after they changed):
+  // the reason to refuse each file that must not be loaded, by path. sagad loads them in a child
+  // process first (see trial_main), as a library whose initialization crashes, throws or hangs
+  // would take the process that loads it down with it, or leave its dynamic loader locked.
+  using Trial =
+      std::function<std::map<std::string, std::string>(const std::vector<std::string>& paths)>;
+  void set_trial(Trial trial) { trial_ = std::move(trial); }
+
+  // The child's side of a trial: loads each file into this process, in order, writing a line
+  // "ok" to `report_fd` after each one that loaded or was refused as any load would refuse it,
+  // and exits 0 after the last. When one's initialization throws, it writes "threw " and the
+  // exception's text and exits with kTrialThrew; a crash ends the process by its signal.
+  static constexpr int kTrialThrew = 3;
+  [[noreturn]] static void trial_main(const std::vector<std::string>& paths, int report_fd);
+
   // The error of the latest load of each file that is not loaded, by file name: a file that
   // loads drops its error, and so does one gone from its directory at the next load_directory.
   std::vector<PluginLoadError> errors() const;
@@ -143,9 +158,13 @@ class PluginRegistry {
   struct LoadFailure {
     Error error;
     std::optional<FileStamp> loaded_as;  // set when its code stayed loaded
+    std::string threw;                   // what its initialization threw, if it did
   };
   static FileStamp stamp_of(const struct stat& st);
   Result<void> load_and_record(const std::string& path, const std::string& dir);
+  // Records a file the trial refused, without loading it.
+  Result<void> refuse_untried(const std::string& path, const std::string& dir,
+                              const std::string& why);
   // Copies the file privately and loads the copy; the library is held from then on.
   std::expected<const Library*, LoadFailure> load_library(const std::string& path);
   // Reads the plugin descriptor of a loaded library and registers its step types.
@@ -153,6 +172,7 @@ class PluginRegistry {
 
   std::vector<std::unique_ptr<Library>> libraries_;
   std::map<std::string, Refused> refused_;  // by file
+  Trial trial_;
   std::vector<PluginInfo> plugins_;
   std::vector<std::unique_ptr<StepTypeInfo>> types_;
 };

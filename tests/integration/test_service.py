@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 
-from conftest import PLUGINS, SAGAD, SOURCE, events
+from conftest import BUILD, PLUGINS, SAGACTL, SAGAD, SOURCE, events
 
 SLOW = """
 name: slow
@@ -432,6 +432,47 @@ def test_sighup_loads_new_plugins_and_revalidates_workflows(daemon):
     assert out["instance"]["steps"][0]["output"] == {"said": 1}
     daemon.wait_for("busy", lambda d: d["state"] == "completed")
     assert daemon.log().count("plugin testing") == 1  # loaded once, not again on SIGHUP
+
+
+def test_a_plugin_that_crashes_or_throws_while_loading_is_refused_and_sagad_serves(daemon,
+                                                                                  tmp_path):
+    # Loaded into sagad, the first would crash it at every start, and the second would leave its
+    # dynamic loader locked (the http step type loads libcurl at its first request, and hung).
+    broken = os.path.join(BUILD, "tests", "fixtures-init-throws")
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    shutil.copy(os.path.join(broken, "init_crashes_plugin.so"), plugins)
+    shutil.copy(os.path.join(broken, "init_throws_plugin.so"), plugins)
+    daemon.extra_args = ["--plugins", str(plugins)]
+    daemon.add_workflow("get.yaml", """
+name: get
+steps:
+  - name: get
+    uses: http
+    with: {url: "http://127.0.0.1:1/"}
+    retry: {max_attempts: 1}
+""")
+    daemon.start()
+    code, doc = daemon.ctl_json("plugins")
+    errors = {os.path.basename(e["file"]): e["error"] for e in doc["errors"]}
+    # Under AddressSanitizer, its handler catches the crash and exits 1.
+    assert re.search(r"loading it (crashed|ended) a child process",
+                     errors["init_crashes_plugin.so"]), errors
+    assert ("its initialization threw an exception (no configuration found)"
+            in errors["init_throws_plugin.so"]), errors
+    r = subprocess.run([SAGACTL, "--socket", daemon.socket, "start", "get", "--wait", "--json"],
+                       capture_output=True, text=True, timeout=20)
+    assert json.loads(r.stdout)["instance"]["state"] == "failed", r.stdout
+    assert "Couldn't connect" in r.stdout
+
+    # A new one on SIGHUP is refused the same way; sagad runs on.
+    shutil.copy(os.path.join(broken, "init_crashes_plugin.so"), plugins / "again.so")
+    daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while "again.so" not in daemon.log() and time.time() < deadline:
+        time.sleep(0.05)
+    assert re.search(r"again.so: loading it (crashed|ended) a child process", daemon.log())
+    assert daemon.ctl("ping").returncode == 0
 
 
 def test_a_drain_starts_no_step_that_it_will_not_run(daemon, tmp_path):

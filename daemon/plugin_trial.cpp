@@ -1,0 +1,179 @@
+#include "plugin_trial.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <optional>
+
+#include "plugin_host/plugin_registry.hpp"
+
+extern char** environ;
+
+namespace saga {
+
+namespace {
+
+// The descriptor the child reports on (its stdout and stderr are the plugins' own).
+constexpr int kReportFd = 3;
+
+struct Fd {
+  int fd = -1;
+  explicit Fd(int f = -1) : fd(f) {}
+  ~Fd() { reset(); }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  void reset() {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+};
+
+struct Run {
+  size_t ok = 0;              // files reported loaded or refused as usual
+  std::string threw;          // after "threw "
+  std::optional<int> status;  // nullopt: a file took longer than the timeout, and was killed
+};
+
+pid_t spawn(const std::string& exe, const std::vector<std::string>& paths, size_t from,
+            int report_fd, int& error) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, report_fd, kReportFd);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  // Default signal handling and no blocked signals in the child, whatever sagad's are.
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  std::vector<std::string> args{exe, "--try-plugins"};
+  args.insert(args.end(), paths.begin() + static_cast<std::ptrdiff_t>(from), paths.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  error = ::posix_spawn(&pid, exe.c_str(), &actions, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  return error == 0 ? pid : -1;
+}
+
+int reap(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
+}
+
+// Reads the child's report until it ends; each file has `timeout` from the report before it.
+Run follow(pid_t pid, int report_fd, Millis timeout) {
+  Run run;
+  std::string pending;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      ::kill(pid, SIGKILL);
+      reap(pid);
+      return run;
+    }
+    pollfd p{report_fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno != EINTR) break;
+    if (ready <= 0) continue;
+    char buf[4096];
+    const ssize_t n = ::read(report_fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // the child ended, or is ending
+    pending.append(buf, static_cast<size_t>(n));
+    for (size_t end; (end = pending.find('\n')) != std::string::npos; pending.erase(0, end + 1)) {
+      const std::string line = pending.substr(0, end);
+      if (line == "ok") {
+        ++run.ok;
+        deadline = std::chrono::steady_clock::now() + timeout;
+      } else if (line.starts_with("threw ")) {
+        run.threw = line.substr(6);
+      }
+    }
+  }
+  run.status = reap(pid);
+  return run;
+}
+
+std::string refusal(const Run& run, Millis timeout) {
+  const std::string tail = "; not loaded: fix or remove the file";
+  if (!run.status) {
+    return "its initialization did not finish within " + format_duration(timeout) +
+           " when loaded in a child process first" + tail;
+  }
+  const int status = *run.status;
+  if (WIFSIGNALED(status)) {
+    const char* name = sigabbrev_np(WTERMSIG(status));
+    return std::string("loading it crashed a child process (signal ") +
+           (name ? std::string("SIG") + name : std::to_string(WTERMSIG(status))) + ")" + tail;
+  }
+  if (WEXITSTATUS(status) == PluginRegistry::kTrialThrew && !run.threw.empty()) {
+    return "its initialization threw an exception " + run.threw +
+           " when loaded in a child process first" + tail;
+  }
+  // The trial exits 0 after its last file: anything else comes from the library (its
+  // initialization called exit(), or a sanitizer caught a crash in it).
+  return "loading it ended a child process with status " + std::to_string(WEXITSTATUS(status)) +
+         tail;
+}
+
+}  // namespace
+
+std::map<std::string, std::string> try_plugins_in_child(const std::string& exe,
+                                                        const std::vector<std::string>& paths,
+                                                        Millis timeout) {
+  std::map<std::string, std::string> refused;
+  size_t next = 0;
+  while (next < paths.size()) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      spdlog::warn(
+          "cannot load plugin files in a child process first ({}); loading them as they are",
+          std::strerror(errno));
+      break;
+    }
+    Fd read_end(fds[0]);
+    Fd write_end(fds[1]);
+    int error = 0;
+    const pid_t pid = spawn(exe, paths, next, write_end.fd, error);
+    if (pid < 0) {
+      spdlog::warn(
+          "cannot load plugin files in a child process first ({}); loading them as they are",
+          std::strerror(error));
+      break;
+    }
+    write_end.reset();
+    const Run run = follow(pid, read_end.fd, timeout);
+    if (run.status && WIFEXITED(*run.status) && WEXITSTATUS(*run.status) == 0 &&
+        next + run.ok >= paths.size()) {
+      break;
+    }
+    // The file it was loading when it ended.
+    const size_t culprit = next + run.ok;
+    if (culprit >= paths.size()) break;
+    refused[paths[culprit]] = refusal(run, timeout);
+    next = culprit + 1;
+  }
+  return refused;
+}
+
+}  // namespace saga
