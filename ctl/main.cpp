@@ -40,10 +40,10 @@ struct Options {
   saga::TimePoint now = saga::now_ms();
 };
 
-// Messages may come from sagad and hold a step's error text: line by line, every other control
-// character is escaped, so that none reaches the terminal.
-int fail(int code, std::string_view message) {
-  std::string text = "sagactl: ";
+// Text of several lines (a file's load errors, one per line) with every other control character
+// escaped, so that none reaches the terminal.
+std::string escaped_lines(std::string_view message) {
+  std::string text;
   for (size_t from = 0;;) {
     const size_t end = message.find('\n', from);
     saga::append_escaped(message.substr(from, end - from), text);
@@ -51,7 +51,12 @@ int fail(int code, std::string_view message) {
     text += '\n';
     from = end + 1;
   }
-  std::cerr << text << "\n";
+  return text;
+}
+
+// Messages may come from sagad and hold a step's error text.
+int fail(int code, std::string_view message) {
+  std::cerr << "sagactl: " << escaped_lines(message) << "\n";
   return code;
 }
 
@@ -715,14 +720,15 @@ int main(int argc, char** argv) {
         }
         std::cout << render_table(rows);
         for (const auto& e : result["errors"])
-          std::cout << "\nerror: " << text_of(e["error"]) << "\n";
+          std::cout << "\nerror: " << escaped_lines(e.value("error", "")) << "\n";
       }
     } else if (wf_args[0] == "validate" && wf_args.size() >= 2) {
       rc = validate(o, std::vector<std::string>(wf_args.begin() + 1, wf_args.end()),
                     validate_plugins, result);
     } else if (wf_args[0] == "show" && wf_args.size() == 2) {
       rc = call(o, "workflows.show", {{"name", wf_args[1]}}, result);
-      if (rc == kOk && !o.json) std::cout << text_of(result["source"]);
+      // The file as written, to be saved back as it is.
+      if (rc == kOk && !o.json) std::cout << result.value("source", "");
     } else {
       return fail(kUsage, "workflows takes: list | show NAME | validate FILE...");
     }
@@ -775,7 +781,7 @@ int main(int argc, char** argv) {
         }
       }
       for (const auto& e : result["errors"])
-        std::cout << "\nerror: " << text_of(e["error"]) << "\n";
+        std::cout << "\nerror: " << escaped_lines(e.value("error", "")) << "\n";
     }
   } else if (stats->parsed()) {
     rc = call(o, "stats", json::object(), result);

@@ -171,7 +171,17 @@ def test_every_command_in_both_output_modes(daemon):
     code, doc = daemon.ctl_json("workflows")
     assert code == 0 and sorted(w["name"] for w in doc["workflows"]) == ["hello", "mixed"]
     r = daemon.ctl("workflows", "show", "mixed")
-    assert r.returncode == 0 and "name: mixed" in r.stdout
+    # The file as written, to be saved back as it is.
+    assert r.returncode == 0 and r.stdout == MIXED, r.stdout
+    # A file with several problems: one line each.
+    daemon.add_workflow("bad.yaml", "name: bad\nbogus: 1\nsteps:\n  - {name: a, uses: nope}\n")
+    daemon.ctl("workflows")  # settle the watcher
+    deadline = time.time() + 10
+    while "bad.yaml" not in daemon.ctl("workflows").stdout and time.time() < deadline:
+        time.sleep(0.05)
+    r = daemon.ctl("workflows")
+    errors = [l for l in r.stdout.splitlines() if "bad.yaml:" in l]
+    assert len(errors) == 2 and "\\n" not in r.stdout, r.stdout
 
     r = daemon.ctl("plugins")
     assert r.returncode == 0 and "testing.noop" in r.stdout
