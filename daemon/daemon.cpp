@@ -18,7 +18,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 #include <map>
 #include <memory>
 #include <random>
@@ -116,10 +115,15 @@ struct Watch {
 // A watcher whose unread events pass this (beyond its replay) is dropped: it never holds up the
 // loop or the other clients, and costs at most this much memory.
 constexpr size_t kWatchBacklogBytes = 1 << 20;
+// A watch of one instance first gets its history, queued at once up to this much (step outputs
+// may be large); past it the watch is dropped, and `sagactl inspect --history` reads it.
+constexpr size_t kMaxReplayBytes = size_t{64} << 20;
 // How long a dropped watcher has to read the notice that says why before it is cut off.
 constexpr uint64_t kWatchDropGraceMs = 10'000;
-// How long a new plugin file's initialization may take in the child that loads it first.
-constexpr Millis kPluginTrialTimeout{10'000};
+// How long a new plugin file's initialization may take in the child that loads it first, and
+// all of a load's new files: the loop waits meanwhile (systemd's watchdog allows 30 s).
+constexpr Millis kPluginTrialPerFile{5'000};
+constexpr Millis kPluginTrialTotal{10'000};
 // After a drain's grace period, how long attempts that were told to stop may take to.
 constexpr Millis kDrainStopWindow{2000};
 
@@ -252,8 +256,9 @@ class Daemon final : private ScheduleHost {
   void on_attempt_done(const std::string& id, const AttemptResult& result);
   // The drain's grace period is over: running attempts are told to stop.
   void stop_running_attempts();
-  // Gives up on an attempt that was told to stop and has not: its worker is replaced.
-  void abandon(const std::string& id, const RunningAttempt& a);
+  // Gives up on an attempt that was told to stop and has not: its worker is replaced. False
+  // when it has returned meanwhile, and its result is on its way to the loop.
+  bool abandon(const std::string& id, const RunningAttempt& a);
   void on_journal_failure(const Error& error);
   // Calls answered once their transition is durable; a journal failure answers them with an
   // error instead, so that no client waits for an acknowledgement that cannot come.
@@ -417,7 +422,7 @@ Result<void> Daemon::open() {
 void Daemon::load_plugins() {
   // /proc/self/exe is this very binary, even after a package upgrade replaced its file.
   plugins_.set_trial([](const std::vector<std::string>& paths) {
-    return try_plugins_in_child("/proc/self/exe", paths, kPluginTrialTimeout);
+    return try_plugins_in_child("/proc/self/exe", paths, kPluginTrialPerFile, kPluginTrialTotal);
   });
   size_t known = plugins_.plugins().size();
   for (const auto& dir : config_.plugin_dirs) {
@@ -943,26 +948,28 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
   }
 }
 
-void Daemon::abandon(const std::string& id, const RunningAttempt& a) {
-  if (a.ticket == 0) return;
+bool Daemon::abandon(const std::string& id, const RunningAttempt& a) {
+  if (a.ticket == 0) return true;
   const std::string& step = find_live(id)->def->steps[a.step].name;
   switch (executor_->abandon(a.ticket)) {
     case Executor::Abandoned::dropped:  // it never began
-    case Executor::Abandoned::done:     // it returned meanwhile
-      return;
+      return true;
+    case Executor::Abandoned::done:  // it returned meanwhile: its result is on its way here
+      return false;
     case Executor::Abandoned::replaced:
       spdlog::warn(
           "{} {} attempt {} ignores being told to stop; another worker takes its place ({} such "
           "attempts hold a worker each until they return)",
           id, step, a.attempt, executor_->abandoned());
-      return;
+      return true;
     case Executor::Abandoned::too_many:
       spdlog::error(
           "{} {} attempt {} ignores being told to stop, and no worker replaces it: {} such "
           "attempts hold workers already; fix the step type, then restart sagad",
           id, step, a.attempt, executor_->abandoned());
-      return;
+      return true;
   }
+  return true;
 }
 
 void Daemon::on_attempt_done(const std::string& id, const AttemptResult& result) {
@@ -999,9 +1006,10 @@ void Daemon::on_attempt_done(const std::string& id, const AttemptResult& result)
     }
     return;
   }
-  // Told to stop by the drain: how it ended says nothing about the step. It is journaled as
-  // still running, and recovery runs it again.
-  if (drain_stopping_ && r.outcome != Outcome::ok) return;
+  // Told to stop by the drain: how it ended says nothing about the step (a program may well
+  // exit 0 on SIGTERM without having done its work). It is journaled as still running, and
+  // recovery runs it again.
+  if (drain_stopping_) return;
   if (r.outcome != Outcome::ok) {
     spdlog::warn("{} {}{} attempt {}: {}", id, live->def->steps[r.step].name,
                  r.phase == Phase::compensate ? " (compensation)" : "", r.attempt, r.error);
@@ -1052,7 +1060,7 @@ bool Daemon::send_event(Watch& w, const std::string& id, const std::string& work
   if (!backlog) return false;
   if (*backlog > kWatchBacklogBytes + w.replay_bytes) {
     drop_watch(w, fmt::format("the watcher fell behind: more than {} KiB of events unread",
-                              kWatchBacklogBytes / 1024));
+                              (kWatchBacklogBytes + w.replay_bytes) / 1024));
     return false;
   }
   json params = event;
@@ -1150,9 +1158,9 @@ void Daemon::handle_timer(const TimerEntry& e, TimePoint now) {
       if (it->timed_out) {
         // Told to stop a grace period ago and running still: abandoned, so that the step goes
         // on; what it returns later is ignored.
+        it->timeout.reset();  // this timer, which has fired
+        if (!abandon(e.id, *it)) break;
         it->timed_out = false;
-        it->timeout.reset();
-        abandon(e.id, *it);
         on_attempt_done(e.id, {e.step, e.phase, e.attempt, Outcome::retry, nullptr,
                                "attempt timed out after " + format_duration(timeout) +
                                    " and did not stop within " + format_duration(config_.grace) +
@@ -1183,7 +1191,7 @@ void Daemon::handle_timer(const TimerEntry& e, TimePoint now) {
       for (const auto& a : running) {
         // One that timed out meanwhile has a grace period of its own (attempt_timeout).
         if (!a.cancel->load() || a.timed_out) continue;
-        abandon(e.id, a);
+        if (!abandon(e.id, a)) continue;
         on_attempt_done(e.id, {a.step, a.phase, a.attempt, Outcome::fail, nullptr,
                                "abandoned: the attempt did not stop within " +
                                    format_duration(config_.grace) + " of the cancel"});
@@ -1404,9 +1412,11 @@ void Daemon::handle_retry_or_cancel(ControlServer::Call& call, bool is_retry) {
     auto from = string_param(p, "from");
     if (from == "\x01") return reply_invalid(call, "\"from\" must be a step name");
     json input = p.value("input", json());
-    // Only a failed instance takes new input; the engine names the state of another, and
-    // refuses input that is not an object.
-    if (input.is_object() && live->inst.state == InstanceState::failed) {
+    // New input replaces the instance's, as at start: it must hold the required keys. The
+    // engine names the state of an instance that takes none, and refuses input that is not an
+    // object.
+    if (input.is_object() && (live->inst.state == InstanceState::failed ||
+                              live->inst.state == InstanceState::compensation_failed)) {
       if (auto missing = missing_input(*live->def, input)) return reply_invalid(call, *missing);
     }
     t = retry(*live->def, live->inst, from, std::move(input), Caller{call.peer.uid, call.peer.gid},
@@ -1465,8 +1475,8 @@ void Daemon::handle_watch(ControlServer::Call& call) {
     result["last_seq"] = last_seq;
   }
   ControlServer::reply(call.conn, call.id, std::move(result));
-  // The whole history goes at once, however large: the bound applies to what comes after it.
-  w.replay_bytes = std::numeric_limits<size_t>::max() - kWatchBacklogBytes;
+  // The history goes at once, up to kMaxReplayBytes: the bound applies to what comes after it.
+  w.replay_bytes = kMaxReplayBytes - kWatchBacklogBytes;
   for (const auto& event : history) {
     if (!send_event(w, *id, instance_workflow, event)) return;
   }

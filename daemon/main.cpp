@@ -188,6 +188,8 @@ std::optional<std::string> read_config_file(const std::string& path, Settings& s
   if (fs::is_directory(path, ec)) return "config file " + path + " is a directory";
   try {
     std::vector<YAML::Node> documents = YAML::LoadAllFromFile(path);
+    // A trailing "---" (generated YAML often ends so) starts nothing.
+    while (documents.size() > 1 && documents.back().IsNull()) documents.pop_back();
     if (documents.size() > 1) {
       return position(path, documents[1].Mark()) +
              "a second YAML document starts here, and the config file holds one; merge the two "

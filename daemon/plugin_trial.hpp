@@ -8,15 +8,16 @@
 #include <vector>
 
 #include "engine/time.hpp"
+#include "plugin_host/plugin_registry.hpp"
 
 namespace saga {
 
 // Loads `paths` in order in children of `exe` (one child, and one more after each file that
-// ends one), each file given at most `timeout`: the reason to refuse each file that must not be
-// loaded, by path. A file that loaded there, or was refused as any load would refuse it, is not
-// named; neither is one whose trial could not be run at all (that is logged).
-std::map<std::string, std::string> try_plugins_in_child(const std::string& exe,
-                                                        const std::vector<std::string>& paths,
-                                                        Millis timeout);
+// ends one): each file gets at most `per_file`, and all of them at most `total`, as sagad's loop
+// waits meanwhile. The files that must not be loaded, by path. A file that loaded there, or was
+// refused as any load would refuse it, is not named; neither are the files left when the trial
+// cannot be run at all (that is logged, and they are loaded as they are).
+std::map<std::string, PluginRegistry::TrialRefusal> try_plugins_in_child(
+    const std::string& exe, const std::vector<std::string>& paths, Millis per_file, Millis total);
 
 }  // namespace saga

@@ -1,6 +1,7 @@
 #include "executor/executor.hpp"
 
 #include <pthread.h>
+#include <signal.h>
 
 #include <algorithm>
 
@@ -74,6 +75,12 @@ void Executor::reap() {
 
 void Executor::work() {
   pthread_setname_np(pthread_self(), "saga-worker");
+  // The loop thread takes sagad's signals: a worker started after it unblocked them (to replace
+  // an abandoned one) must not, and a step's poll() must not see EINTR for a SIGHUP.
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&handled, sig);
+  pthread_sigmask(SIG_BLOCK, &handled, nullptr);
   for (;;) {
     Ticket ticket = 0;
     Job job;

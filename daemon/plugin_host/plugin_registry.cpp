@@ -389,12 +389,12 @@ Result<void> PluginRegistry::load_file(const std::string& path) {
 }
 
 Result<void> PluginRegistry::refuse_untried(const std::string& path, const std::string& dir,
-                                            const std::string& why) {
-  // Nothing of it is loaded here; it is tried again once it changes.
-  Error error{ErrorCode::invalid_argument, "plugin " + path + ": " + why};
+                                            const TrialRefusal& refusal) {
+  // Nothing of it is loaded here; one to blame is tried again once it changes.
+  Error error{ErrorCode::invalid_argument, "plugin " + path + ": " + refusal.why};
   struct stat st {};
   std::optional<FileStamp> stamp;
-  if (::stat(path.c_str(), &st) == 0) stamp = stamp_of(st);
+  if (refusal.sticky && ::stat(path.c_str(), &st) == 0) stamp = stamp_of(st);
   refused_[path] = {dir, error, stamp};
   return std::unexpected(std::move(error));
 }
@@ -603,8 +603,8 @@ std::vector<Error> PluginRegistry::load_directory(const std::string& dir) {
     }
     to_load.push_back(f);
   }
-  const std::map<std::string, std::string> refused =
-      trial_ && !to_load.empty() ? trial_(to_load) : std::map<std::string, std::string>();
+  const std::map<std::string, TrialRefusal> refused =
+      trial_ && !to_load.empty() ? trial_(to_load) : std::map<std::string, TrialRefusal>();
   for (const auto& f : to_load) {
     auto it = refused.find(f);
     auto r = it == refused.end() ? load_and_record(f, dir) : refuse_untried(f, dir, it->second);
@@ -643,6 +643,7 @@ void PluginRegistry::trial_main(const std::vector<std::string>& paths, int repor
     (void)!::write(report_fd, text.data(), text.size());
   };
   PluginRegistry registry;
+  report("ready");
   for (const std::string& path : paths) {
     auto library = registry.load_library(path);
     if (!library && !library.error().threw.empty()) {

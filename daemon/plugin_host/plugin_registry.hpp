@@ -112,8 +112,14 @@ class PluginRegistry {
   // the reason to refuse each file that must not be loaded, by path. sagad loads them in a child
   // process first (see trial_main), as a library whose initialization crashes, throws or hangs
   // would take the process that loads it down with it, or leave its dynamic loader locked.
+  struct TrialRefusal {
+    std::string why;
+    // The file is to blame, and is not tried again until it changes; else (it was killed from
+    // outside, the trial ran out of time) it is tried again at the next load.
+    bool sticky = true;
+  };
   using Trial =
-      std::function<std::map<std::string, std::string>(const std::vector<std::string>& paths)>;
+      std::function<std::map<std::string, TrialRefusal>(const std::vector<std::string>& paths)>;
   void set_trial(Trial trial) { trial_ = std::move(trial); }
 
   // The child's side of a trial: loads each file into this process, in order, writing a line
@@ -164,7 +170,7 @@ class PluginRegistry {
   Result<void> load_and_record(const std::string& path, const std::string& dir);
   // Records a file the trial refused, without loading it.
   Result<void> refuse_untried(const std::string& path, const std::string& dir,
-                              const std::string& why);
+                              const TrialRefusal& refusal);
   // Copies the file privately and loads the copy; the library is held from then on.
   std::expected<const Library*, LoadFailure> load_library(const std::string& path);
   // Reads the plugin descriptor of a loaded library and registers its step types.

@@ -606,6 +606,7 @@ Result run_program(saga::Context& ctx) {
   const Millis exit_check = pidfd ? kCheckInterval : 10ms;
 
   std::optional<std::string> stopped;  // why the attempt stopped the program, if it did
+  bool cancelled = false;              // it was its instance's cancel (or sagad's shutdown)
   while (!has_exited(pid)) {
     Millis wait = exit_check;
     if (deadline) {
@@ -618,6 +619,7 @@ Result run_program(saga::Context& ctx) {
     }
     if (ctx.cancelled()) {
       stopped = "cancelled after " + format_elapsed(elapsed());
+      cancelled = true;
       break;
     }
     io.pump(wait, pidfd.get());
@@ -644,9 +646,11 @@ Result run_program(saga::Context& ctx) {
   } while (reaped < 0 && errno == EINTR);
   reap_on_unwind.armed = false;
   if (stopped) {
-    // A program that finishes its work when told to stop and says so (exit 0) succeeded: its
-    // effect is real, and a saga must know of it to undo it. Any other end is the stop's.
-    if (reaped == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    // A program that finishes its work when its instance is cancelled and says so (exit 0)
+    // succeeded: its effect is real, and the saga must know of it to undo it. After a timeout,
+    // or any other end, the stop decides: a program may exit 0 on SIGTERM without having done
+    // its work, and a timed-out step must not go forward on that.
+    if (cancelled && reaped == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
       return exit_result(status, io);
     }
     return Result::retry(*stopped);

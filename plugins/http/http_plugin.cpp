@@ -374,6 +374,9 @@ Result perform(saga::Context& ctx) {
   // The handle is reused: every option a request may set is set each time.
   api.easy_setopt(curl, CURLOPT_FOLLOWLOCATION, req->follow_redirects ? 1L : 0L);
   api.easy_setopt(curl, CURLOPT_MAXREDIRS, 10L);
+  // A redirected POST stays a POST with its body (libcurl would turn it into a GET after a 301,
+  // 302 or 303, and a 2xx to that GET would pass for the POST's success).
+  api.easy_setopt(curl, CURLOPT_POSTREDIR, static_cast<long>(CURL_REDIR_POST_ALL));
   api.easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   // Signals cannot be used for timeouts on a worker thread of a multithreaded daemon.
   api.easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);

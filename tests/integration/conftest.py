@@ -15,6 +15,9 @@ SOURCE = os.environ.get("SAGA_SOURCE_DIR", os.path.join(os.path.dirname(__file__
 SAGAD = os.path.join(BUILD, "bin", "sagad")
 SAGACTL = os.path.join(BUILD, "bin", "sagactl")
 PLUGINS = os.path.join(BUILD, "plugins")
+# Built with AddressSanitizer (make test-asan), which changes how a crash or a throw in a plugin
+# looks from outside.
+ASAN = "libasan" in subprocess.run(["ldd", SAGAD], capture_output=True, text=True).stdout
 
 
 class Daemon:

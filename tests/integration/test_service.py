@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 
-from conftest import BUILD, PLUGINS, SAGACTL, SAGAD, SOURCE, events
+from conftest import ASAN, BUILD, PLUGINS, SAGACTL, SAGAD, SOURCE, events
 
 SLOW = """
 name: slow
@@ -179,6 +179,13 @@ def write(tmp_path, text, name="sagad.yaml"):
     path = tmp_path / name
     path.write_text(text)
     return str(path)
+
+
+def test_a_config_file_may_end_with_a_document_marker(tmp_path):
+    path = write(tmp_path, "workers: 2\n---\n")
+    r = sagad("--config", path, "--print-config")
+    assert r.returncode == 0, r.stderr
+    assert "workers: 2" in r.stdout
 
 
 def test_config_errors_name_file_line_and_column(tmp_path):
@@ -458,8 +465,11 @@ steps:
     # Under AddressSanitizer, its handler catches the crash and exits 1.
     assert re.search(r"loading it (crashed|ended) a child process",
                      errors["init_crashes_plugin.so"]), errors
+    # Under AddressSanitizer, whose dlopen lets no exception through, the child aborts instead.
     assert ("its initialization threw an exception (no configuration found)"
-            in errors["init_throws_plugin.so"]), errors
+            in errors["init_throws_plugin.so"] or
+            (ASAN and "loading it crashed a child process (signal SIGABRT)"
+             in errors["init_throws_plugin.so"])), errors
     r = subprocess.run([SAGACTL, "--socket", daemon.socket, "start", "get", "--wait", "--json"],
                        capture_output=True, text=True, timeout=20)
     assert json.loads(r.stdout)["instance"]["state"] == "failed", r.stdout
@@ -473,6 +483,22 @@ steps:
         time.sleep(0.05)
     assert re.search(r"again.so: loading it (crashed|ended) a child process", daemon.log())
     assert daemon.ctl("ping").returncode == 0
+
+
+def test_a_plugin_that_hangs_while_loading_is_refused_in_bounded_time(daemon, tmp_path):
+    # Its initialization closes the descriptor the child reports on, then never ends.
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    shutil.copy(os.path.join(BUILD, "tests", "fixtures-init-throws", "init_hangs_plugin.so"),
+                plugins)
+    daemon.extra_args = ["--plugins", str(plugins)]
+    began = time.time()
+    daemon.start()
+    assert time.time() - began < 15
+    code, doc = daemon.ctl_json("plugins")
+    (error,) = doc["errors"]
+    assert "its initialization did not finish within 5s" in error["error"], error
+    assert any(p["name"] == "testing" for p in doc["plugins"])
 
 
 def test_a_drain_starts_no_step_that_it_will_not_run(daemon, tmp_path):

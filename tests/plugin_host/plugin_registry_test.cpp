@@ -609,6 +609,12 @@ TEST_CASE("load_directory reports each bad plugin file and still loads the good 
 }
 
 TEST_CASE("a plugin whose initialization throws is refused and the next file still loads") {
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer's dlopen lets no exception through: the process aborts instead. sagad loads
+  // new files in a child first (tests/integration/test_service.py covers both builds).
+  WARN("not run under AddressSanitizer");
+  return;
+#endif
   // The failed library stays mapped under the path its copy was loaded from: a later file must
   // never be given that path, or the loader hands back the failed library for it.
   ::unsetenv("SAGA_FIXTURE_INIT_RUNS");

@@ -375,6 +375,14 @@ TEST_CASE("exec: a program that finishes when told to stop and exits 0 succeeded
   const Outcome stopped = run(sh("trap 'exit 3' TERM; sleep 30 & wait"), spec);
   REQUIRE(stopped.outcome == SAGA_OUTCOME_RETRY);
   CHECK_THAT(stopped.data, Catch::StartsWith("cancelled"));
+
+  // After a timeout, exit 0 is the stop's: a program may exit 0 on SIGTERM without having
+  // finished, and a timed-out step must not go forward on that.
+  AttemptSpec timed;
+  timed.timeout = 200ms;
+  const Outcome late = run(sh("trap 'exit 0' TERM; sleep 30 & wait"), timed);
+  REQUIRE(late.outcome == SAGA_OUTCOME_RETRY);
+  CHECK_THAT(late.data, Catch::StartsWith("timed out after"));
 }
 
 TEST_CASE("exec: descendants left behind are killed when the program exits", "[exec]") {

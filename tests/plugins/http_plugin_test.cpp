@@ -310,7 +310,7 @@ TEST_CASE("http: a redirect fails naming where it leads, or is followed when ask
     if (req.target == "/old") {
       return HttpResponse{301, {{"Location", "/new"}}, "", 0ms};
     }
-    return json_response(200, {{"at", req.target}});
+    return json_response(200, {{"at", req.target}, {"method", req.method}, {"body", req.body}});
   });
   const Outcome r = run({{"url", server.url("/old")}});
   REQUIRE(r.outcome == SAGA_OUTCOME_FAIL);
@@ -318,7 +318,16 @@ TEST_CASE("http: a redirect fails naming where it leads, or is followed when ask
                                      "follow it)"));
   const Outcome followed = run({{"url", server.url("/old")}, {"follow_redirects", true}});
   REQUIRE(followed.outcome == SAGA_OUTCOME_OK);
-  CHECK(json::parse(followed.data)["body"] == json({{"at", "/new"}}));
+  CHECK(json::parse(followed.data)["body"] ==
+        json({{"at", "/new"}, {"method", "GET"}, {"body", ""}}));
+  // A POST stays a POST, with its body: a 2xx to a GET would pass for its success.
+  const Outcome posted = run({{"url", server.url("/old")},
+                              {"method", "POST"},
+                              {"json", {{"n", 1}}},
+                              {"follow_redirects", true}});
+  REQUIRE(posted.outcome == SAGA_OUTCOME_OK);
+  CHECK(json::parse(posted.data)["body"] ==
+        json({{"at", "/new"}, {"method", "POST"}, {"body", "{\"n\":1}"}}));
   // The thread's handle does not keep following for a request that did not ask.
   const Outcome again = run({{"url", server.url("/old")}});
   CHECK(again.outcome == SAGA_OUTCOME_FAIL);
