@@ -225,7 +225,7 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
       // A request that a handler did not expect is logged and answered, unless the handler had
       // answered it already; the daemon goes on.
       spdlog::error("{} request failed: {}", method, e.what());
-      if (!answered_) {
+      if (!answered_ && !rpc::is_notification(id)) {
         send(rpc::make_error(id, rpc::kInternalError,
                              method + " failed inside sagad (" + e.what() + "); please report it"));
       }
@@ -344,6 +344,7 @@ void ControlServer::close() {
 
 void ControlServer::reply(const std::weak_ptr<Connection>& conn, const nlohmann::json& id,
                           nlohmann::json result) {
+  if (rpc::is_notification(id)) return;
   if (auto c = conn.lock()) {
     c->answering(id);
     c->send(rpc::make_result(id, std::move(result)));
@@ -353,7 +354,7 @@ void ControlServer::reply(const std::weak_ptr<Connection>& conn, const nlohmann:
 void ControlServer::reply_text(const std::weak_ptr<Connection>& conn, const nlohmann::json& id,
                                std::string_view result_text) {
   auto c = conn.lock();
-  if (!c) return;
+  if (!c || rpc::is_notification(id)) return;
   c->answering(id);
   std::string line = R"({"jsonrpc":"2.0","id":)";
   line += id.dump();
@@ -365,6 +366,7 @@ void ControlServer::reply_text(const std::weak_ptr<Connection>& conn, const nloh
 
 void ControlServer::reply_error(const std::weak_ptr<Connection>& conn, const nlohmann::json& id,
                                 int code, std::string_view message) {
+  if (rpc::is_notification(id)) return;
   if (auto c = conn.lock()) {
     c->answering(id);
     c->send(rpc::make_error(id, code, message));

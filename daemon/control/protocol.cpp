@@ -84,6 +84,8 @@ std::optional<Request> parse_request(json& message, int& error_code, std::string
     return std::nullopt;
   }
   Request r;
+  // A request without "id" is a notification: it is carried out and never answered.
+  r.id = json(json::value_t::discarded);
   if (auto id = message.find("id"); id != message.end()) {
     if (!id->is_string() && !id->is_number() && !id->is_null()) {
       error = "\"id\" must be a string, a number or null";

@@ -61,10 +61,16 @@ json make_error(const json& id, int code, std::string_view message);
 
 // A request as the server sees it after checking its shape.
 struct Request {
-  json id;  // null for a notification
+  json id;  // as sent (a string, a number or null); see is_notification for none
   std::string method;
   json params;  // object (empty when absent)
 };
+
+// Whether a request's id says it was a notification (it had no "id"): one that is carried out
+// and never answered, as JSON-RPC 2.0 says.
+inline bool is_notification(const json& id) {
+  return id.is_discarded();
+}
 
 // Checks the JSON-RPC shape of a parsed message; an error is (code, message) to send back. A
 // request takes its params out of `message`; after an error `message` is as it was.

@@ -227,6 +227,32 @@ TEST_CASE("a handler that throws gets its caller an internal error, and the serv
   CHECK(second["result"]["method"] == "ping");
 }
 
+TEST_CASE("notifications are carried out and never answered, errors included") {
+  std::vector<std::string> seen;
+  TestServer server([&](ControlServer::Call call) {
+    seen.push_back(call.method);
+    if (call.method == "boom") throw std::runtime_error("unexpected");
+    if (call.method == "bad") return ControlServer::reply_error(call.conn, call.id, -32602, "no");
+    ControlServer::reply(call.conn, call.id, {{"method", call.method}});
+  });
+  int fd = connect_to(server.path(), R"({"jsonrpc":"2.0","method":"ping"})"
+                                     "\n"
+                                     R"({"jsonrpc":"2.0","method":"bad"})"
+                                     "\n"
+                                     R"({"jsonrpc":"2.0","method":"boom"})"
+                                     "\n"
+                                     R"({"jsonrpc":"2.0","id":null,"method":"last"})"
+                                     "\n");
+  const std::string got = read_until(
+      fd, [](const std::string& got) { return got.find("\"last\"") != std::string::npos; });
+  // Only the last call, which has an id (null), is answered.
+  REQUIRE(std::count(got.begin(), got.end(), '\n') == 1);
+  auto reply = json::parse(got.substr(0, got.find('\n')));
+  CHECK(reply["id"].is_null());
+  CHECK(reply["result"]["method"] == "last");
+  CHECK(seen == std::vector<std::string>{"ping", "bad", "boom", "last"});
+}
+
 TEST_CASE("a handler that throws after it answered does not answer twice") {
   TestServer server([](ControlServer::Call call) {
     ControlServer::reply(call.conn, call.id, {{"method", call.method}});

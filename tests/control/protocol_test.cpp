@@ -45,6 +45,17 @@ TEST_CASE("requests are checked for the JSON-RPC 2.0 shape") {
   ok = parse_request(start, code, error);
   REQUIRE(ok);
   CHECK(ok->params == json::parse(R"({"x":[1]})"));
+  CHECK_FALSE(is_notification(ok->id));
+  // Without "id", a notification; "id": null is a request all the same.
+  json note = json::parse(R"({"jsonrpc":"2.0","method":"ping"})");
+  ok = parse_request(note, code, error);
+  REQUIRE(ok);
+  CHECK(is_notification(ok->id));
+  json null_id = json::parse(R"({"jsonrpc":"2.0","id":null,"method":"ping"})");
+  ok = parse_request(null_id, code, error);
+  REQUIRE(ok);
+  CHECK_FALSE(is_notification(ok->id));
+  CHECK(ok->id.is_null());
 
   struct Bad {
     const char* text;
