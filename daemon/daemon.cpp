@@ -130,22 +130,27 @@ constexpr Millis kDrainStopWindow{2000};
 // The largest step output (its JSON text) that is journaled; a larger one fails the step.
 constexpr size_t kMaxOutputBytes = size_t{32} << 20;
 
-// The longest step error journaled and logged, in bytes: errors are read by people, and every
-// attempt's error stays in the instance's history.
+// The longest step error journaled and logged, and the longest log line of a step type, in
+// bytes: they are read by people, and every attempt's error stays in the instance's history.
 constexpr size_t kMaxErrorBytes = size_t{64} << 10;
 
-// A step type's error as it is logged and journaled: never empty, and no longer than
-// kMaxErrorBytes, cut between UTF-8 characters, plus a note that says how much was cut.
-std::string step_error(std::string error) {
-  if (error.empty()) return std::string(kNoErrorMessage);
-  if (error.size() <= kMaxErrorBytes) return error;
+// `text` cut to kMaxErrorBytes between UTF-8 characters, with a note that says how much was cut.
+std::string cut_long(std::string text, std::string_view what) {
+  if (text.size() <= kMaxErrorBytes) return text;
   size_t keep = kMaxErrorBytes;
   // Back to the start of the character that the cut would split (at most 3 continuation bytes).
-  for (int i = 0; i < 3 && (static_cast<unsigned char>(error[keep]) & 0xC0) == 0x80; ++i) --keep;
-  const size_t cut = error.size() - keep;
-  error.resize(keep);
-  error += fmt::format(" [error cut here: {} more bytes]", cut);
-  return error;
+  for (int i = 0; i < 3 && (static_cast<unsigned char>(text[keep]) & 0xC0) == 0x80; ++i) --keep;
+  const size_t cut = text.size() - keep;
+  text.resize(keep);
+  text += fmt::format(" [{} cut here: {} more bytes]", what, cut);
+  return text;
+}
+
+// A step type's error as it is logged and journaled: never empty, and no longer than
+// kMaxErrorBytes.
+std::string step_error(std::string error) {
+  if (error.empty()) return std::string(kNoErrorMessage);
+  return cut_long(std::move(error), "error");
 }
 
 // Between two retention passes while there is more to look at.
@@ -885,10 +890,11 @@ void Daemon::dispatch(Live& live, uint32_t step, Phase phase, uint32_t attempt) 
                      : level == SAGA_LOG_WARN ? spdlog::level::warn
                      : level == SAGA_LOG_INFO ? spdlog::level::info
                                               : spdlog::level::debug;
-          if (secrets_used && !secrets_used->empty()) {
-            std::string masked(message);
-            mask_secrets(masked, *secrets_used);
-            spdlog::log(lvl, "{} {}: {}", id, request->step, masked);
+          if ((secrets_used && !secrets_used->empty()) || message.size() > kMaxErrorBytes) {
+            // Masked before it is cut, so that no part of a secret is left at the cut.
+            std::string text(message);
+            if (secrets_used) mask_secrets(text, *secrets_used);
+            spdlog::log(lvl, "{} {}: {}", id, request->step, cut_long(std::move(text), "log line"));
           } else {
             spdlog::log(lvl, "{} {}: {}", id, request->step, message);
           }
@@ -1646,7 +1652,9 @@ void Daemon::on_call(ControlServer::Call call) {
     return ControlServer::reply(call.conn, call.id,
                                 {{"version", SAGA_VERSION},
                                  {"uptime_s", uptime},
-                                 {"state_dir", config_.state_dir},
+                                 // As sagad resolved it (it was given relative to its
+                                 // working directory, say), for whoever looks from elsewhere.
+                                 {"state_dir", fs::absolute(config_.state_dir).lexically_normal()},
                                  {"pid", static_cast<int64_t>(getpid())},
                                  {"journal", journal_health()}});
   }

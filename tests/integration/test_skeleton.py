@@ -172,6 +172,15 @@ def test_global_options_before_or_after_the_command(daemon):
     assert via_env.returncode == 0
 
 
+def test_ping_shows_the_state_directory_as_sagad_resolved_it(daemon):
+    # Given relative to sagad's working directory, shown whole for a caller elsewhere.
+    daemon.popen_args = {"cwd": daemon.root}
+    daemon.state = "./here/../state"
+    daemon.start()
+    code, doc = daemon.ctl_json("ping")
+    assert code == 0 and doc["state_dir"] == os.path.join(daemon.root, "state"), doc
+
+
 def test_unreachable_daemon_is_exit_3(tmp_path):
     import subprocess
     r = subprocess.run([SAGACTL, "--socket", str(tmp_path / "none.sock"), "ping"],

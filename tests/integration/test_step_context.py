@@ -1,5 +1,6 @@
 """What a step receives through the plugin ABI when sagad runs it: earlier steps' outputs,
 the instance input and its parameters, with and without templates."""
+import json
 import os
 import shutil
 
@@ -84,3 +85,23 @@ steps:
     params = {p["name"]: p for plugin in plugins_out["plugins"] for t in plugin["step_types"]
               if t["name"] == "context.params" for p in t["params"]}
     assert params["count"]["default"] == 3
+
+
+def test_a_step_type_log_line_is_cut_at_64_kib(daemon, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    shutil.copy(CONTEXT_PLUGIN, plugins)
+    daemon.extra_args = ["--plugins", str(plugins)]
+    daemon.add_workflow("log.yaml", """
+name: log
+steps:
+  - name: say
+    uses: context.log
+    with: {text: "${{ input.text }}"}
+""")
+    daemon.start()
+    text = "y" * 100_000
+    code, out = daemon.ctl_json("start", "log", "--input", json.dumps({"text": text}), "--wait")
+    assert code == 0, out
+    line = next(l for l in daemon.log().splitlines() if f"{out['id']} say: " in l)
+    assert line.endswith(f" say: {'y' * 65536} [log line cut here: {100_000 - 65536} more bytes]")
