@@ -79,16 +79,19 @@ pid_t spawn(const std::string& exe, const std::vector<std::string>& paths, size_
   return error == 0 ? pid : -1;
 }
 
-// The child's status once it ended by `deadline`; else its group is killed, and nullopt.
+// The child's status once it ended by `deadline`; else nullopt. Either way its group goes (what
+// its plugins started), while the child is not reaped yet, so that the group id cannot be
+// another's.
 std::optional<int> reap_by(pid_t pid, Clock::time_point deadline) {
+  bool ended = false;
   for (;;) {
-    int status = 0;
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) {
-      ::kill(-pid, SIGKILL);  // what its plugins started
-      return status;
+    siginfo_t info{};
+    const int r = ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT);
+    if (r == 0 && info.si_pid == pid) {
+      ended = true;
+      break;
     }
-    if (r < 0 && errno != EINTR) return std::nullopt;
+    if (r < 0 && errno != EINTR) break;
     if (Clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -96,7 +99,8 @@ std::optional<int> reap_by(pid_t pid, Clock::time_point deadline) {
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  return std::nullopt;
+  if (!ended) return std::nullopt;
+  return status;
 }
 
 // Reads the child's report until it ends: each file has `per_file` from the report before it,
