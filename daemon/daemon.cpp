@@ -233,7 +233,13 @@ void mask_secrets(std::string& text, const std::vector<std::string>& secrets) {
 
 class Daemon final : private ScheduleHost {
  public:
-  explicit Daemon(const Config& config) : config_(config) {}
+  explicit Daemon(const Config& config) : config_(config) {
+    // New plugin files are loaded in a child first; /proc/self/exe is this very binary, even
+    // after a package upgrade replaced its file.
+    plugins_.set_trial([](const std::vector<std::string>& paths) {
+      return try_plugins_in_child("/proc/self/exe", paths, kPluginTrialPerFile, kPluginTrialTotal);
+    });
+  }
   ~Daemon() {
     if (lock_fd_ >= 0) ::close(lock_fd_);
   }
@@ -425,10 +431,6 @@ Result<void> Daemon::open() {
 // Loads the plugin files not loaded yet; a reload adds new files and keeps loaded ones as they
 // are (a library is never unloaded while attempts may hold its step types).
 void Daemon::load_plugins() {
-  // /proc/self/exe is this very binary, even after a package upgrade replaced its file.
-  plugins_.set_trial([](const std::vector<std::string>& paths) {
-    return try_plugins_in_child("/proc/self/exe", paths, kPluginTrialPerFile, kPluginTrialTotal);
-  });
   size_t known = plugins_.plugins().size();
   for (const auto& dir : config_.plugin_dirs) {
     for (const auto& error : plugins_.load_directory(dir)) spdlog::error("{}", error.message);

@@ -274,7 +274,7 @@ void reserve_standard_fds() {
 int main(int argc, char** argv) {
   // sagad's own child, loading new plugin files before sagad does (plugin_trial.hpp).
   if (argc >= 2 && std::string_view(argv[1]) == "--try-plugins") {
-    saga::PluginRegistry::trial_main(std::vector<std::string>(argv + 2, argv + argc), 3);
+    saga::PluginRegistry::trial_main(std::vector<std::string>(argv + 2, argv + argc));
   }
   reserve_standard_fds();
   Settings settings;

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "plugin_host/plugin_registry.hpp"
+#include "plugin_host/unique_fd.hpp"
 
 extern char** environ;
 
@@ -24,21 +25,6 @@ namespace saga {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// The descriptor the child reports on (its stdout and stderr are the plugins' own).
-constexpr int kReportFd = 3;
-
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f = -1) : fd(f) {}
-  ~Fd() { reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  void reset() {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-};
 
 struct Run {
   bool ready = false;         // the child reported in before loading anything
@@ -51,7 +37,8 @@ pid_t spawn(const std::string& exe, const std::vector<std::string>& paths, size_
             int report_fd, int& error) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, report_fd, kReportFd);
+  // The child reports there; its stdout and stderr are the plugins' own.
+  posix_spawn_file_actions_adddup2(&actions, report_fd, PluginRegistry::kTrialReportFd);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
@@ -184,25 +171,26 @@ std::map<std::string, PluginRegistry::TrialRefusal> try_plugins_in_child(
       }
       break;
     }
+    auto cannot = [](int err) {
+      spdlog::warn(
+          "cannot load plugin files in a child process first ({}); loading them as they are",
+          std::strerror(err));
+    };
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) {
-      spdlog::warn(
-          "cannot load plugin files in a child process first ({}); loading them as they are",
-          std::strerror(errno));
+      cannot(errno);
       break;
     }
-    Fd read_end(fds[0]);
-    Fd write_end(fds[1]);
+    UniqueFd read_end(fds[0]);
+    UniqueFd write_end(fds[1]);
     int error = 0;
-    const pid_t pid = spawn(exe, paths, next, write_end.fd, error);
+    const pid_t pid = spawn(exe, paths, next, write_end.get(), error);
     if (pid < 0) {
-      spdlog::warn(
-          "cannot load plugin files in a child process first ({}); loading them as they are",
-          std::strerror(error));
+      cannot(error);
       break;
     }
     write_end.reset();
-    const Run run = follow(pid, read_end.fd, per_file, end);
+    const Run run = follow(pid, read_end.get(), per_file, end);
     if (!run.ready) {
       // It ended before loading anything: not the plugins' doing.
       spdlog::warn(

@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "plugin_host/step_schema.hpp"
+#include "plugin_host/unique_fd.hpp"
 
 namespace saga {
 
@@ -127,21 +128,6 @@ std::string load_failure(const std::string& path, const std::string& copy_path,
   std::replace(what.begin(), what.end(), '\n', ' ');
   return "cannot be loaded: " + what;
 }
-
-class UniqueFd {
- public:
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
 
 // Linux 6.3's MFD_EXEC, which glibc 2.36 does not define: it keeps a memfd executable where
 // vm.memfd_noexec=1 would seal it against execution. Older kernels refuse it with EINVAL, and
@@ -379,13 +365,22 @@ const saga_host_api kHostApi = {sizeof(saga_host_api), &host_set_result, &host_c
 }  // namespace
 
 Result<void> PluginRegistry::load_file(const std::string& path) {
-  if (trial_) {
-    auto refused = trial_({path});
-    if (auto it = refused.find(path); it != refused.end()) {
-      return refuse_untried(path, "", it->second);
-    }
+  auto errors = load_new({path}, "");
+  if (!errors.empty()) return std::unexpected(std::move(errors.front()));
+  return {};
+}
+
+std::vector<Error> PluginRegistry::load_new(const std::vector<std::string>& paths,
+                                            const std::string& dir) {
+  std::vector<Error> errors;
+  const std::map<std::string, TrialRefusal> refused =
+      trial_ && !paths.empty() ? trial_(paths) : std::map<std::string, TrialRefusal>();
+  for (const auto& f : paths) {
+    auto it = refused.find(f);
+    auto r = it == refused.end() ? load_and_record(f, dir) : refuse_untried(f, dir, it->second);
+    if (!r) errors.push_back(std::move(r.error()));
   }
-  return load_and_record(path, "");
+  return errors;
 }
 
 Result<void> PluginRegistry::refuse_untried(const std::string& path, const std::string& dir,
@@ -603,13 +598,7 @@ std::vector<Error> PluginRegistry::load_directory(const std::string& dir) {
     }
     to_load.push_back(f);
   }
-  const std::map<std::string, TrialRefusal> refused =
-      trial_ && !to_load.empty() ? trial_(to_load) : std::map<std::string, TrialRefusal>();
-  for (const auto& f : to_load) {
-    auto it = refused.find(f);
-    auto r = it == refused.end() ? load_and_record(f, dir) : refuse_untried(f, dir, it->second);
-    if (!r) errors.push_back(std::move(r.error()));
-  }
+  for (auto& error : load_new(to_load, dir)) errors.push_back(std::move(error));
   std::erase_if(refused_, [&](const auto& entry) {
     return entry.second.dir == dir && !std::binary_search(files.begin(), files.end(), entry.first);
   });
@@ -637,10 +626,10 @@ std::vector<const StepTypeInfo*> PluginRegistry::step_types() const {
   return out;
 }
 
-void PluginRegistry::trial_main(const std::vector<std::string>& paths, int report_fd) {
-  auto report = [&](const std::string& line) {
+void PluginRegistry::trial_main(const std::vector<std::string>& paths) {
+  auto report = [](const std::string& line) {
     const std::string text = line + "\n";
-    (void)!::write(report_fd, text.data(), text.size());
+    (void)!::write(kTrialReportFd, text.data(), text.size());
   };
   PluginRegistry registry;
   report("ready");

@@ -122,12 +122,14 @@ class PluginRegistry {
       std::function<std::map<std::string, TrialRefusal>(const std::vector<std::string>& paths)>;
   void set_trial(Trial trial) { trial_ = std::move(trial); }
 
-  // The child's side of a trial: loads each file into this process, in order, writing a line
-  // "ok" to `report_fd` after each one that loaded or was refused as any load would refuse it,
-  // and exits 0 after the last. When one's initialization throws, it writes "threw " and the
-  // exception's text and exits with kTrialThrew; a crash ends the process by its signal.
+  // The child's side of a trial: loads each file into this process, in order, writing "ready"
+  // first and then a line "ok" to kTrialReportFd after each one that loaded or was refused as
+  // any load would refuse it, and exits 0 after the last. When one's initialization throws, it
+  // writes "threw " and the exception's text and exits with kTrialThrew; a crash ends the
+  // process by its signal.
+  static constexpr int kTrialReportFd = 3;
   static constexpr int kTrialThrew = 3;
-  [[noreturn]] static void trial_main(const std::vector<std::string>& paths, int report_fd);
+  [[noreturn]] static void trial_main(const std::vector<std::string>& paths);
 
   // The error of the latest load of each file that is not loaded, by file name: a file that
   // loads drops its error, and so does one gone from its directory at the next load_directory.
@@ -158,7 +160,9 @@ class PluginRegistry {
   struct Refused {
     std::string dir;  // the directory it was found in; empty for load_file
     Error error;
-    std::optional<FileStamp> loaded_as;  // set when its code was loaded
+    // Set when it is not tried again until it changes: its code stayed loaded, or the trial
+    // blamed it.
+    std::optional<FileStamp> loaded_as;
   };
   // Why a file's code could not be loaded, and whether some of it stayed loaded all the same.
   struct LoadFailure {
@@ -167,6 +171,8 @@ class PluginRegistry {
     std::string threw;                   // what its initialization threw, if it did
   };
   static FileStamp stamp_of(const struct stat& st);
+  // Loads files not loaded yet, after the trial when one is set: one error per file refused.
+  std::vector<Error> load_new(const std::vector<std::string>& paths, const std::string& dir);
   Result<void> load_and_record(const std::string& path, const std::string& dir);
   // Records a file the trial refused, without loading it.
   Result<void> refuse_untried(const std::string& path, const std::string& dir,
