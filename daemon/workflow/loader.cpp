@@ -1142,7 +1142,7 @@ class Loader {
   void check_templates(const YAML::Node& node, uint32_t self, bool compensation) {
     if (node.IsMap()) {
       for (auto it = node.begin(); it != node.end(); ++it) {
-        if (it->first.IsScalar() && it->first.Scalar().find("${{") != std::string::npos) {
+        if (it->first.IsScalar() && has_template(it->first.Scalar())) {
           diags_.add(it->first.Mark(), template_in_key(it->first.Scalar()));
         }
         check_templates(it->second, self, compensation);
@@ -1298,7 +1298,7 @@ Result<Definition> load_workflow_file(const std::string& path, const StepSchemaL
 
 std::optional<std::string> param_type_mismatch(const std::string& type, const json& v,
                                                bool rendered) {
-  if (v.is_string() && v.get_ref<const std::string&>().find("${{") != std::string::npos) {
+  if (v.is_string() && has_template(v.get_ref<const std::string&>())) {
     return std::nullopt;
   }
   if (rendered && v.is_null()) return std::nullopt;

@@ -161,7 +161,7 @@ class Renderer {
 
  private:
   Result<json> render_string(const std::string& text) {
-    if (text.find(kOpen) == std::string::npos) return json(text);
+    if (!has_template(text)) return json(text);
     auto pieces = split_templates(text);
     if (!pieces) return std::unexpected(std::move(pieces.error()));
     if (pieces->size() == 1 && std::holds_alternative<TemplateRef>(pieces->front())) {
@@ -249,6 +249,10 @@ class Renderer {
 
 }  // namespace
 
+bool has_template(std::string_view text) {
+  return text.find(kOpen) != std::string_view::npos;
+}
+
 std::string template_in_key(std::string_view key) {
   return "the key \"" + std::string(key) +
          "\" holds a template, and keys are not rendered; use a fixed key and put the template "
@@ -260,7 +264,7 @@ namespace {
 void collect(const json& value, std::vector<TemplateRef>& out, std::vector<std::string>& errors) {
   if (value.is_string()) {
     const auto& text = value.get_ref<const std::string&>();
-    if (text.find(kOpen) == std::string::npos) return;
+    if (!has_template(text)) return;
     auto pieces = split_templates(text);
     if (!pieces) {
       errors.push_back(pieces.error().message);
@@ -271,7 +275,7 @@ void collect(const json& value, std::vector<TemplateRef>& out, std::vector<std::
     }
   } else if (value.is_object()) {
     for (const auto& [key, v] : value.items()) {
-      if (key.find(kOpen) != std::string::npos) errors.push_back(template_in_key(key));
+      if (has_template(key)) errors.push_back(template_in_key(key));
       collect(v, out, errors);
     }
   } else if (value.is_array()) {

@@ -45,6 +45,9 @@ struct TemplateRef {
 // object's keys (which are not rendered), are an error naming them.
 Result<std::vector<TemplateRef>> find_templates(const nlohmann::json& value);
 
+// Whether `text` holds a template's opening "${{".
+bool has_template(std::string_view text);
+
 // The error for a template written in a mapping's key.
 std::string template_in_key(std::string_view key);
 
