@@ -371,13 +371,14 @@ Result perform(saga::Context& ctx) {
   api.easy_setopt(curl, CURLOPT_URL, req->url.c_str());
   // A workflow's URL is often templated from data: never let it name file:// or the like.
   api.easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-  // The handle is reused: every option a request may set is set each time.
-  api.easy_setopt(curl, CURLOPT_FOLLOWLOCATION, req->follow_redirects ? 1L : 0L);
-  api.easy_setopt(curl, CURLOPT_MAXREDIRS, 10L);
-  // A redirected POST stays a POST with its body (libcurl would turn it into a GET after a 301,
-  // 302 or 303, and a 2xx to that GET would pass for the POST's success).
-  api.easy_setopt(curl, CURLOPT_POSTREDIR, static_cast<long>(CURL_REDIR_POST_ALL));
-  api.easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  if (req->follow_redirects) {  // off by default: thread_handle() reset the handle
+    api.easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
+    api.easy_setopt(curl, CURLOPT_MAXREDIRS, 10L);
+    // A redirected POST stays a POST with its body (libcurl would turn it into a GET after a
+    // 301, 302 or 303, and a 2xx to that GET would pass for the POST's success).
+    api.easy_setopt(curl, CURLOPT_POSTREDIR, static_cast<long>(CURL_REDIR_POST_ALL));
+    api.easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  }
   // Signals cannot be used for timeouts on a worker thread of a multithreaded daemon.
   api.easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   api.easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(budget.count()));
