@@ -8,28 +8,13 @@
 #include <functional>
 #include <thread>
 
+#include "test_loop.hpp"
+
 using namespace saga;
+using saga::test::Loop;
 using namespace std::chrono_literals;
 
 namespace {
-
-struct Loop {
-  uv_loop_t loop{};
-  LoopQueue* queue = nullptr;
-  Loop() {
-    uv_loop_init(&loop);
-    queue = new LoopQueue(&loop);
-  }
-  ~Loop() {
-    queue->close();
-    uv_run(&loop, UV_RUN_DEFAULT);
-    delete queue;
-    uv_loop_close(&loop);
-  }
-  Loop(const Loop&) = delete;
-  Loop& operator=(const Loop&) = delete;
-  void turn() { uv_run(&loop, UV_RUN_NOWAIT); }
-};
 
 // Polls `cond` for up to five seconds, turning the loop in between.
 bool eventually(Loop& loop, const std::function<bool()>& cond) {

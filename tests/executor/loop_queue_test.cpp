@@ -8,36 +8,11 @@
 #include <thread>
 #include <vector>
 
+#include "test_loop.hpp"
+
 using namespace saga;
 
-namespace {
-
-// A libuv loop with a LoopQueue on it, both made on the test's thread (its loop thread).
-struct Loop {
-  uv_loop_t loop{};
-  LoopQueue* queue = nullptr;
-  Loop() {
-    uv_loop_init(&loop);
-    queue = new LoopQueue(&loop);
-  }
-  bool closed = false;
-  void close() {
-    if (!closed) queue->close();
-    closed = true;
-  }
-  ~Loop() {
-    close();
-    uv_run(&loop, UV_RUN_DEFAULT);  // the handle's close callback
-    delete queue;
-    uv_loop_close(&loop);
-  }
-  Loop(const Loop&) = delete;
-  Loop& operator=(const Loop&) = delete;
-  // One turn of the loop that does not block.
-  void turn() { uv_run(&loop, UV_RUN_NOWAIT); }
-};
-
-}  // namespace
+using saga::test::Loop;
 
 TEST_CASE("what the loop thread posts while draining runs in the same drain, in order") {
   Loop l;
